@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (npm test): installs what it needs, then runs every check with phase timings.
+# BASALT_SKIP_BUILD_TESTS=1 leaves out the real mkosi build (minutes on a cold cache).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -a timings=()
+phase() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "::: $name"
+  "$@"
+  timings+=("$(printf '%-12s %5d s' "$name" $((SECONDS - start)))")
+}
+if [[ ! -d node_modules/vitest || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  phase install npm ci --no-audit --no-fund --loglevel=error
+fi
+phase typecheck npx tsc --noEmit -p .
+phase lint npx biome check .
+phase unit npx vitest run --project unit
+if [[ "${BASALT_SKIP_BUILD_TESTS:-0}" != 1 ]]; then
+  phase build npx vitest run --project build
+fi
+echo "::: phase timings"
+printf '  %s\n' "${timings[@]}"

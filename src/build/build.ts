@@ -1,0 +1,186 @@
+// basalt build: plan, keys, toolchain, mkosi, then collect the artifacts into DIR/out/<version>/
+// with SHA256SUMS and a manifest. The version directory is replaced only when everything succeeded.
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type LoadedAppliance, loadAppliance } from "../definition/load.js";
+import { UserError } from "../errors.js";
+import { createPlan, planDir, renderTree, writePlan } from "../generator/plan.js";
+import { cmdlineValue, readUki } from "../inspect/pe.js";
+import { createKeySet, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
+import { run } from "../process/run.js";
+import type { Reporter } from "../report/reporter.js";
+import { ensureMkosi } from "../toolchain/mkosi.js";
+import { cacheDir } from "../toolchain/paths.js";
+import { ensureSandboxTree, ensureToolsTree, packageCacheDir } from "../toolchain/tools-tree.js";
+
+export interface BuildOptions {
+  reporter: Reporter;
+}
+
+export interface Artifact {
+  name: string;
+  kind: "disk" | "uki" | "root" | "root-verity" | "root-verity-sig";
+  size: number;
+  sha256: string;
+}
+
+export interface BuildManifest {
+  format: 1;
+  id: string;
+  version: string;
+  devSigned: boolean;
+  roothash: string;
+  mkosiVersion: string;
+  artifacts: Artifact[];
+  packages: { name: string; version: string }[];
+}
+
+export interface BuildResult {
+  outDir: string;
+  image: string;
+  manifest: BuildManifest;
+  logFile: string;
+}
+
+export function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(path)
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(h.digest("hex")))
+      .on("error", reject);
+  });
+}
+
+/** Artifact kind from mkosi's output names: <Output>.raw, <Output>.efi, <Output>.<type>-<arch>[-verity[-sig]].<uuid>.raw. */
+export function classifyArtifact(output: string, file: string): Artifact["kind"] | undefined {
+  if (file === `${output}.raw`) return "disk";
+  if (file === `${output}.efi`) return "uki";
+  const m = new RegExp(`^${output.replace(/\./g, "\\.")}\\.root-[a-z0-9-]+?(-verity|-verity-sig)?\\.[0-9a-f-]{36}\\.raw$`).exec(file);
+  if (!m) return undefined;
+  return m[1] === "-verity" ? "root-verity" : m[1] === "-verity-sig" ? "root-verity-sig" : "root";
+}
+
+async function ensureKeys(loaded: LoadedAppliance, reporter: Reporter): Promise<KeySet> {
+  const dir = keysDir(loaded.context.dir);
+  const existing = loadKeySet(dir);
+  if (existing) {
+    if (existing.dev) reporter.warn(`signing with the DEVELOPMENT keys in ${dir}; the image is marked dev-signed`);
+    return existing;
+  }
+  reporter.warn(
+    `no keys in ${dir}: created a DEVELOPMENT key set there (verity + Secure Boot db). The image is marked dev-signed and releases refuse it; run 'basalt keys init' for real keys.`,
+  );
+  return createKeySet(dir, { dev: true, commonName: loaded.appliance.id });
+}
+
+function mkosiPackages(manifestFile: string): { name: string; version: string }[] {
+  if (!existsSync(manifestFile)) return [];
+  const m = JSON.parse(readFileSync(manifestFile, "utf8")) as { packages?: { name: string; version: string }[] };
+  return (m.packages ?? []).map((p) => ({ name: p.name, version: p.version })).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export async function buildAppliance(dirArg: string, options: BuildOptions): Promise<BuildResult> {
+  const { reporter } = options;
+  reporter.phase("Load definition");
+  const loaded = loadAppliance(dirArg);
+  const { id, version } = loaded.appliance;
+  const applianceDir = loaded.context.dir;
+  const outRoot = join(applianceDir, "out");
+  const logDir = join(outRoot, "logs");
+  mkdirSync(logDir, { recursive: true });
+  const logFile = join(logDir, `build-${version}.log`);
+  writeFileSync(logFile, "");
+
+  reporter.phase("Plan");
+  const entries = renderTree(loaded);
+  const plan = createPlan(loaded, entries);
+  const planPath = planDir(applianceDir);
+  writePlan(planPath, entries, plan);
+  reporter.step(`${entries.size} files in ${planPath}`);
+
+  reporter.phase("Keys");
+  const keys = await ensureKeys(loaded, reporter);
+
+  reporter.phase("Toolchain");
+  const mkosi = await ensureMkosi(reporter);
+  if (!mkosi) throw new UserError("mkosi is not available");
+  reporter.step(`mkosi ${mkosi.version} (${mkosi.source})`);
+  const onLine = (line: string) => {
+    const m = /^‣\s+(.*)$/.exec(line.trim());
+    if (m?.[1]) reporter.step(m[1]);
+  };
+  const tools = await ensureToolsTree(mkosi, reporter, { logFile, onLine });
+
+  reporter.phase("Build image (mkosi)");
+  const staging = join(outRoot, `.staging-${version}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  const imageCache = join(cacheDir(), "images", id);
+  mkdirSync(imageCache, { recursive: true });
+  try {
+    await run(
+      [
+        ...mkosi.argv,
+        "--directory",
+        join(planPath, "mkosi"),
+        `--tools-tree=${tools}`,
+        `--sandbox-tree=${ensureSandboxTree(loaded.appliance.release)}`,
+        `--package-cache-directory=${packageCacheDir()}`,
+        `--cache-directory=${imageCache}`,
+        "--incremental=yes",
+        `--output-directory=${staging}`,
+        `--verity-key=${keys.verity.key}`,
+        `--verity-certificate=${keys.verity.certificate}`,
+        `--secure-boot-key=${keys.db.key}`,
+        `--secure-boot-certificate=${keys.db.certificate}`,
+        "--force",
+        "build",
+      ],
+      { env: mkosi.env, logFile, onLine, cwd: join(planPath, "mkosi") },
+    );
+
+    reporter.phase("Collect artifacts");
+    const output = `${id}_${version}`;
+    const artifacts: Artifact[] = [];
+    for (const file of readdirSync(staging).sort()) {
+      const kind = classifyArtifact(output, file);
+      const path = join(staging, file);
+      if (!kind) {
+        // Symlinks and extras mkosi leaves next to the artifacts are not part of the release.
+        if (!file.endsWith(".manifest")) rmSync(path, { recursive: true, force: true });
+        continue;
+      }
+      artifacts.push({ name: file, kind, size: statSync(path).size, sha256: await sha256File(path) });
+    }
+    for (const kind of ["disk", "uki", "root", "root-verity", "root-verity-sig"] as const) {
+      if (!artifacts.some((a) => a.kind === kind)) throw new UserError(`mkosi produced no ${kind} artifact in ${staging}`, `full log: ${logFile}`);
+    }
+    const uki = artifacts.find((a) => a.kind === "uki");
+    const roothash = uki ? (cmdlineValue(readUki(join(staging, uki.name)).cmdline, "roothash") ?? "") : "";
+    if (!roothash) throw new UserError("the UKI's command line carries no roothash=", `full log: ${logFile}`);
+    const manifest: BuildManifest = {
+      format: 1,
+      id,
+      version,
+      devSigned: keys.dev,
+      roothash,
+      mkosiVersion: mkosi.version,
+      artifacts,
+      packages: mkosiPackages(join(staging, `${output}.manifest`)),
+    };
+    rmSync(join(staging, `${output}.manifest`), { force: true });
+    writeFileSync(join(staging, "SHA256SUMS"), artifacts.map((a) => `${a.sha256}  ${a.name}\n`).join(""));
+    writeFileSync(join(staging, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    const outDir = join(outRoot, version);
+    rmSync(outDir, { recursive: true, force: true });
+    renameSync(staging, outDir);
+    reporter.done();
+    const disk = artifacts.find((a) => a.kind === "disk");
+    return { outDir, image: join(outDir, disk ? disk.name : ""), manifest, logFile };
+  } catch (e) {
+    rmSync(staging, { recursive: true, force: true });
+    throw e;
+  }
+}

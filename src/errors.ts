@@ -1,0 +1,52 @@
+// Typed errors: library code throws these, only the CLI decides how to print them.
+
+/** A problem the user can fix: bad input, a missing file, a refused operation. Printed without a stack. */
+export class UserError extends Error {
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+    this.name = "UserError";
+  }
+}
+
+/** One finding in a definition file, located as `file:line key`. */
+export interface Problem {
+  file: string;
+  line?: number;
+  key: string;
+  message: string;
+}
+
+export function formatProblem(p: Problem): string {
+  const where = p.line === undefined ? p.file : `${p.file}:${p.line}`;
+  return p.key ? `${where} ${p.key}: ${p.message}` : `${where}: ${p.message}`;
+}
+
+/** All problems of a definition, reported together. */
+export class DefinitionError extends UserError {
+  constructor(readonly problems: Problem[]) {
+    super(problems.map(formatProblem).join("\n"));
+    this.name = "DefinitionError";
+  }
+}
+
+/** An external tool failed. Carries what is needed to tell the user where to look. */
+export class ToolError extends UserError {
+  constructor(
+    readonly command: string[],
+    readonly result: { code: number | null; signal: NodeJS.Signals | null; notFound: boolean },
+    readonly logPath?: string,
+    readonly tail?: string,
+  ) {
+    const name = command[0] ?? "?";
+    const how = result.notFound
+      ? `${name}: command not found`
+      : result.signal
+        ? `${name} was killed by ${result.signal}`
+        : `${name} exited with code ${result.code}`;
+    super(how, logPath ? `full log: ${logPath}` : undefined);
+    this.name = "ToolError";
+  }
+}

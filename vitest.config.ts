@@ -1,0 +1,11 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: "unit", include: ["src/**/*.test.ts", "tests/unit/**/*.test.ts"], testTimeout: 30_000 } },
+      // Real mkosi builds: minutes the first time, then incremental.
+      { test: { name: "build", include: ["tests/build/**/*.test.ts"], testTimeout: 3_600_000, hookTimeout: 3_600_000, pool: "forks", poolOptions: { forks: { singleFork: true } } } },
+    ],
+  },
+});
