@@ -5,7 +5,16 @@ export default defineConfig({
     projects: [
       { test: { name: "unit", include: ["src/**/*.test.ts", "tests/unit/**/*.test.ts"], testTimeout: 30_000 } },
       // Real mkosi builds: minutes the first time, then incremental.
-      { test: { name: "build", include: ["tests/build/**/*.test.ts"], testTimeout: 3_600_000, hookTimeout: 3_600_000, pool: "forks", poolOptions: { forks: { singleFork: true } } } },
+      {
+        test: {
+          name: "build",
+          include: ["tests/build/**/*.test.ts"],
+          testTimeout: 3_600_000,
+          hookTimeout: 3_600_000,
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+        },
+      },
     ],
   },
 });

@@ -13,6 +13,7 @@ import type { Reporter } from "../report/reporter.js";
 import { ensureMkosi } from "../toolchain/mkosi.js";
 import { cacheDir } from "../toolchain/paths.js";
 import { ensureSandboxTree, ensureToolsTree, packageCacheDir } from "../toolchain/tools-tree.js";
+import { extractUpdatePartitions } from "./extract.js";
 
 export interface BuildOptions {
   reporter: Reporter;
@@ -138,11 +139,12 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
         "--force",
         "build",
       ],
-      { env: mkosi.env, logFile, onLine, cwd: join(planPath, "mkosi") },
+      { env: mkosi.env, logFile, onLine, cwd: applianceDir },
     );
 
     reporter.phase("Collect artifacts");
     const output = `${id}_${version}`;
+    extractUpdatePartitions(join(staging, `${output}.raw`), staging, output);
     const artifacts: Artifact[] = [];
     for (const file of readdirSync(staging).sort()) {
       const kind = classifyArtifact(output, file);
@@ -180,7 +182,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
     const disk = artifacts.find((a) => a.kind === "disk");
     return { outDir, image: join(outDir, disk ? disk.name : ""), manifest, logFile };
   } catch (e) {
-    rmSync(staging, { recursive: true, force: true });
+    if (process.env.BASALT_KEEP !== "1") rmSync(staging, { recursive: true, force: true });
     throw e;
   }
 }

@@ -12,6 +12,7 @@ interface JsonSchemaNode {
   properties?: Record<string, JsonSchemaNode>;
   anyOf?: JsonSchemaNode[];
   additionalProperties?: JsonSchemaNode | boolean;
+  required?: string[];
 }
 
 function typeOf(n: JsonSchemaNode): string {
@@ -28,16 +29,16 @@ function rows(shape: z.ZodRawShape, prefix: string): string[] {
   for (const [key, child] of Object.entries(node.properties ?? {})) {
     const name = `${prefix}${key}`;
     if (child.type === "object" && child.properties) {
-      for (const [sub, grand] of Object.entries(child.properties)) out.push(row(`${name}.${sub}`, grand));
+      for (const [sub, grand] of Object.entries(child.properties)) out.push(row(`${name}.${sub}`, grand, child.required?.includes(sub) ?? false));
     } else {
-      out.push(row(name, child));
+      out.push(row(name, child, node.required?.includes(key) ?? false));
     }
   }
   return out;
 }
 
-function row(name: string, n: JsonSchemaNode): string {
-  const def = n.default === undefined ? "required" : `\`${JSON.stringify(n.default)}\``;
+function row(name: string, n: JsonSchemaNode, required: boolean): string {
+  const def = n.default !== undefined ? `\`${JSON.stringify(n.default)}\`` : required ? "required" : "optional";
   return `| \`${name}\` | ${typeOf(n)} | ${def} | ${(n.description ?? "").replace(/\|/g, "\\|")} |`;
 }
 

@@ -87,30 +87,18 @@ export const feature: Feature = {
       ["VerityMatchKey", "root"],
       ["Minimize", "best"],
       ...fixed(slot),
-      // sysupdate sets the new slot's partition UUID from the @u in this name (the initrd finds root by it).
-      ["SplitName", "%t.%U"],
     ];
     if (a.disk.compression !== "none") rootEntries.push(["Compression", a.disk.compression]);
     const ini = (entries: [string, string][]): IniSection[] => [["Partition", entries]];
 
     tree
-      .set("Output", "SplitArtifacts", ["uki", "partitions"])
-      .ini(
-        "mkosi.repart/00-esp.conf",
-        ini([
-          ["Type", "esp"],
-          ["Format", "vfat"],
-          ["CopyFiles", "/boot:/"],
-          ["CopyFiles", "/efi:/"],
-          ...fixed(a.disk.esp_size),
-          // Updates ship the UKI alone, never the ESP.
-          ["SplitName", "-"],
-        ]),
-      )
+      // Basalt extracts the update partitions from the disk itself (src/build/extract.ts).
+      .set("Output", "SplitArtifacts", ["uki"])
+      .ini("mkosi.repart/00-esp.conf", ini([["Type", "esp"], ["Format", "vfat"], ["CopyFiles", "/boot:/"], ["CopyFiles", "/efi:/"], ...fixed(a.disk.esp_size)]))
       .ini("mkosi.repart/10-root.conf", ini(rootEntries))
       .ini(
         "mkosi.repart/11-root-verity.conf",
-        ini([["Type", "root-verity"], ["Label", labels.verity], ["Verity", "hash"], ["VerityMatchKey", "root"], ...fixed(verity), ["SplitName", "%t.%U"]]),
+        ini([["Type", "root-verity"], ["Label", labels.verity], ["Verity", "hash"], ["VerityMatchKey", "root"], ...fixed(verity)]),
       )
       .ini(
         "mkosi.repart/12-root-verity-sig.conf",
@@ -120,7 +108,6 @@ export const feature: Feature = {
           ["Label", labels.signature],
           ["Verity", "signature"],
           ["VerityMatchKey", "root"],
-          ["SplitName", "%t.%U"],
         ]),
       );
 
