@@ -96,6 +96,7 @@ describe("basalt build examples/minimal", () => {
       "root-verity:_empty:create",
       "root-verity-sig:_empty:create",
       "var:minimal_var:create",
+      "esp:esp:unchanged",
     ]);
   });
 
