@@ -1,7 +1,7 @@
 // Build benchmark (not a test): a build without the image cache ("cold": tools tree and package
 // cache kept, as on any machine after its first build), then a warm rebuild after a one-line change.
 // Writes bench/results/build.json with times and sizes.
-import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { buildAppliance } from "../src/build/build.js";
@@ -50,6 +50,7 @@ const report = {
   artifacts: Object.fromEntries(m.artifacts.map((a) => [a.kind, a.size])),
   goals: { warmSeconds: 60, rootFilesystemBytes: 110e6, ukiBytes: 40e6 },
 };
+mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/build.json"), `${JSON.stringify(report, null, 2)}\n`);
 console.log(JSON.stringify(report, null, 2));
 rmSync(dir, { recursive: true, force: true });

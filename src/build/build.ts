@@ -54,15 +54,6 @@ export function sha256File(path: string): Promise<string> {
   });
 }
 
-/** Artifact kind from mkosi's output names: <Output>.raw, <Output>.efi, <Output>.<type>-<arch>[-verity[-sig]].<uuid>.raw. */
-export function classifyArtifact(output: string, file: string): Artifact["kind"] | undefined {
-  if (file === `${output}.raw`) return "disk";
-  if (file === `${output}.efi`) return "uki";
-  const m = new RegExp(`^${output.replace(/\./g, "\\.")}\\.root-[a-z0-9-]+?(-verity|-verity-sig)?\\.[0-9a-f-]{36}\\.raw$`).exec(file);
-  if (!m) return undefined;
-  return m[1] === "-verity" ? "root-verity" : m[1] === "-verity-sig" ? "root-verity-sig" : "root";
-}
-
 async function ensureKeys(loaded: LoadedAppliance, reporter: Reporter): Promise<KeySet> {
   const dir = keysDir(loaded.context.dir);
   const existing = loadKeySet(dir);
@@ -144,23 +135,27 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
 
     reporter.phase("Collect artifacts");
     const output = `${id}_${version}`;
-    extractUpdatePartitions(join(staging, `${output}.raw`), staging, output);
+    const disk = `${output}.raw`;
+    const ukiName = `${output}.efi`;
     const artifacts: Artifact[] = [];
-    for (const file of readdirSync(staging).sort()) {
-      const kind = classifyArtifact(output, file);
-      const path = join(staging, file);
-      if (!kind) {
-        // Symlinks and extras mkosi leaves next to the artifacts are not part of the release.
-        if (!file.endsWith(".manifest")) rmSync(path, { recursive: true, force: true });
-        continue;
-      }
-      artifacts.push({ name: file, kind, size: statSync(path).size, sha256: await sha256File(path) });
+    for (const [name, kind] of [
+      [disk, "disk"],
+      [ukiName, "uki"],
+    ] as const) {
+      const path = join(staging, name);
+      if (!existsSync(path)) throw new UserError(`mkosi produced no ${kind} artifact (${name}) in ${staging}`, `full log: ${logFile}`);
+      artifacts.push({ name, kind, size: statSync(path).size, sha256: await sha256File(path) });
     }
-    for (const kind of ["disk", "uki", "root", "root-verity", "root-verity-sig"] as const) {
-      if (!artifacts.some((a) => a.kind === kind)) throw new UserError(`mkosi produced no ${kind} artifact in ${staging}`, `full log: ${logFile}`);
+    artifacts.push(...extractUpdatePartitions(join(staging, disk), staging, output));
+    for (const kind of ["root", "root-verity", "root-verity-sig"] as const) {
+      if (!artifacts.some((a) => a.kind === kind)) throw new UserError(`the disk image has no ${kind} partition`, `full log: ${logFile}`);
     }
-    const uki = artifacts.find((a) => a.kind === "uki");
-    const roothash = uki ? (cmdlineValue(readUki(join(staging, uki.name)).cmdline, "roothash") ?? "") : "";
+    // Symlinks and extras mkosi leaves next to the artifacts are not part of the release.
+    const keep = new Set([...artifacts.map((a) => a.name), `${output}.manifest`]);
+    for (const file of readdirSync(staging)) {
+      if (!keep.has(file)) rmSync(join(staging, file), { recursive: true, force: true });
+    }
+    const roothash = cmdlineValue(readUki(join(staging, ukiName)).cmdline, "roothash") ?? "";
     if (!roothash) throw new UserError("the UKI's command line carries no roothash=", `full log: ${logFile}`);
     const manifest: BuildManifest = {
       format: 1,
@@ -179,8 +174,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
     rmSync(outDir, { recursive: true, force: true });
     renameSync(staging, outDir);
     reporter.done();
-    const disk = artifacts.find((a) => a.kind === "disk");
-    return { outDir, image: join(outDir, disk ? disk.name : ""), manifest, logFile };
+    return { outDir, image: join(outDir, disk), manifest, logFile };
   } catch (e) {
     if (process.env.BASALT_KEEP !== "1") rmSync(staging, { recursive: true, force: true });
     throw e;
