@@ -12,7 +12,8 @@ phase() {
   timings+=("$(printf '%-12s %5d s' "$name" $((SECONDS - start)))")
 }
 if [[ ! -d node_modules/vitest || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  phase install npm ci --no-audit --no-fund --loglevel=error
+  # npm ci refuses this lock: npm 11 leaves the other platforms' optional packages (Biome's) out of it.
+  phase install npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 phase typecheck npx tsc --noEmit -p .
 phase lint npx biome check .
