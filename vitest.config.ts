@@ -15,6 +15,18 @@ export default defineConfig({
           poolOptions: { forks: { singleFork: true } },
         },
       },
+      // VM scenarios (npm run test:e2e): QEMU under TCG here, one VM at a time on two cores.
+      {
+        test: {
+          name: "e2e",
+          include: ["tests/e2e/scenarios/**/*.e2e.ts"],
+          globalSetup: ["tests/e2e/global-setup.ts"],
+          testTimeout: 1_800_000,
+          hookTimeout: 3_600_000,
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+        },
+      },
     ],
   },
 });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (npm test): installs what it needs, then runs every check with phase timings.
-# BASALT_SKIP_BUILD_TESTS=1 leaves out the real mkosi build (minutes on a cold cache).
+# BASALT_SKIP_BUILD_TESTS=1 leaves out the real mkosi build and the VM suite (minutes on a cold cache);
+# BASALT_SKIP_E2E=1 only the VM suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -a timings=()
@@ -20,6 +21,9 @@ phase lint npx biome check .
 phase unit npx vitest run --project unit
 if [[ "${BASALT_SKIP_BUILD_TESTS:-0}" != 1 ]]; then
   phase build npx vitest run --project build
+  if [[ "${BASALT_SKIP_E2E:-0}" != 1 ]]; then
+    phase e2e npx vitest run --project e2e
+  fi
 fi
 echo "::: phase timings"
 printf '  %s\n' "${timings[@]}"

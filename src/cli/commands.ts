@@ -11,6 +11,7 @@ import { inspectImage, renderInspectReport } from "../inspect/inspect.js";
 import { createKeySet, keysDir } from "../keys/keys.js";
 import { createReporter } from "../report/reporter.js";
 import { renderDoctor, runDoctor } from "../toolchain/doctor.js";
+import { registerVmCommands } from "./vm-commands.js";
 
 const json = (v: unknown) => process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 
@@ -106,6 +107,8 @@ export function registerCommands(program: Command): void {
         `created ${set.dev ? "development " : ""}keys in ${target}:\n  ${set.verity.key}\n  ${set.verity.certificate}\n  ${set.db.key}\n  ${set.db.certificate}\nkeep the .key files secret: they are git-ignored and never enter the image\n`,
       );
     });
+
+  registerVmCommands(program);
 
   program
     .command("schema")

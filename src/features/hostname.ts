@@ -1,6 +1,7 @@
 // Hostname `<id>-XXXXXXX`, derived from the machine-id through an app-specific id, so the
-import type { z } from "zod";
 // confidential machine-id itself never appears on the network (machine-id(5)).
+import { createHmac } from "node:crypto";
+import type { z } from "zod";
 import type { Feature } from "./feature.js";
 
 /** The app-specific id key; the VM suite derives the expected hostname with the same key. */
@@ -53,5 +54,17 @@ export const feature: Feature = {
       ["Install", [["WantedBy", "sysinit.target"]]],
     ]);
     tree.preset("enable basalt-hostname.service");
+    // /etc/hosts is read-only and cannot name a per-device host: nss-myhostname resolves it (sudo asks).
+    tree.packages("libnss-myhostname");
   },
 };
+
+/**
+ * The hostname a device with this machine-id gives itself: what `systemd-id128 --app-specific`
+ * computes (HMAC-SHA256 keyed by the machine-id over the app id, as a v4 UUID), cut to the suffix.
+ */
+export function expectedHostname(applianceId: string, machineId: string): string {
+  const mac = createHmac("sha256", Buffer.from(machineId, "hex")).update(Buffer.from(HOSTNAME_APP_ID, "hex")).digest();
+  // The v4 marking touches bytes 6 and 8 only; the 7-character suffix comes from bytes 0-3.
+  return `${applianceId}-${mac.subarray(0, 4).toString("hex").slice(0, HOSTNAME_SUFFIX_LENGTH)}`;
+}

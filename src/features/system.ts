@@ -23,6 +23,8 @@ const BASE_MODULES = [
   "/r8169\\.ko",
   "/efivarfs\\.ko",
   "/nvme\\.ko",
+  // The ACPI power button: without it a VM (or a device's button) cannot ask for a clean shutdown.
+  "/button\\.ko",
 ];
 
 export const keys = {
@@ -71,6 +73,8 @@ export const feature: Feature = {
         "systemd.machine_id=firmware",
         // A read-only /etc cannot take firstboot answers; nobody is at the console to give them.
         "systemd.firstboot=off",
+        // Kernel notices (audit records) would scroll over the console info screen; errors still show.
+        "loglevel=4",
         ...a.kernel.cmdline,
       ])
       .set("Content", "RemoveFiles", ["/usr/share/locale/*", "/usr/share/man/*", "/usr/share/doc/*", "/var/cache/*", "/var/log/*"])

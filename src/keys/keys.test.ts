@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fixture } from "../../tests/support/fixtures.js";
@@ -27,5 +27,14 @@ describe("key sets", () => {
     await createKeySet(dir, { dev: false, commonName: "demo" });
     await expect(createKeySet(dir, { dev: false, commonName: "demo" })).rejects.toThrow(/already holds a key set/);
     await expect(createKeySet(dir, { dev: true, commonName: "demo", force: true })).resolves.toMatchObject({ dev: true });
+  });
+
+  it("keeps other files in the keys directory (a login key, an update key)", async () => {
+    const dir = join(fixture({}), "keys");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "login_ed25519"), "private\n", { mode: 0o600 });
+    await createKeySet(dir, { dev: true, commonName: "demo" });
+    expect(readFileSync(join(dir, "login_ed25519"), "utf8")).toBe("private\n");
+    expect(loadKeySet(dir)?.dev).toBe(true);
   });
 });

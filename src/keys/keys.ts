@@ -1,7 +1,7 @@
 // Signing keys of an appliance, kept in DIR/keys/ (git-ignored, 0600): the verity key that signs
 // the root-verity-sig partition and the Secure Boot db key that signs systemd-boot and the UKI.
 import { webcrypto } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 // @peculiar/x509 resolves its ASN.1 classes through tsyringe, which needs the reflect polyfill first.
 import "reflect-metadata";
@@ -81,8 +81,12 @@ export async function createKeySet(dir: string, options: { dev: boolean; commonN
     writeFileSync(join(staging, "keys.json"), `${JSON.stringify(meta, null, 2)}\n`);
     // Never committed, even when the appliance lives in its own repository.
     writeFileSync(join(staging, ".gitignore"), "*\n");
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(staging, dir);
+    // File by file, keys.json last (it marks a complete set): other keys kept in DIR/keys stay.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const name of readdirSync(staging).sort((a, b) => Number(a === "keys.json") - Number(b === "keys.json"))) {
+      renameSync(join(staging, name), join(dir, name));
+    }
+    rmSync(staging, { recursive: true, force: true });
   } catch (e) {
     rmSync(staging, { recursive: true, force: true });
     throw e;

@@ -1,7 +1,7 @@
 // The one way Basalt starts external tools (mkosi, apt-get, dpkg-deb, systemd tools): argument
 // arrays, never shell strings; output captured, streamed line by line, or appended to a log file.
 import { spawn } from "node:child_process";
-import { createWriteStream, type WriteStream } from "node:fs";
+import { closeSync, createWriteStream, openSync, type WriteStream } from "node:fs";
 import { ToolError } from "../errors.js";
 
 export interface RunOptions {
@@ -105,4 +105,65 @@ export async function run(command: string[], options: RunOptions = {}): Promise<
 /** Runs a command and returns its trimmed stdout. */
 export async function output(command: string[], options: Omit<RunOptions, "capture"> = {}): Promise<string> {
   return (await run(command, { ...options, capture: true })).stdout.trim();
+}
+
+/** A long-running child (qemu, swtpm) in its own process group, its output appended to a file. */
+export interface Daemon {
+  pid: number;
+  /** Resolves with the exit code (or null when killed) once the process has gone. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Signals the whole process group (the tools run behind mkosi's sandbox launcher). */
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface DaemonOptions {
+  logFile: string;
+  env?: Record<string, string | undefined>;
+  /** Keep running after this process exits (basalt vm start --detach). */
+  detach?: boolean;
+}
+
+export function spawnDaemon(command: string[], options: DaemonOptions): Daemon {
+  const [bin, ...args] = command;
+  if (!bin) throw new Error("spawnDaemon: empty command");
+  const fd = openSync(options.logFile, "a", 0o644);
+  const child = spawn(bin, args, { env: childEnv(options.env), stdio: ["ignore", fd, fd], detached: true });
+  closeSync(fd);
+  if (child.pid === undefined) throw new ToolError(command, { code: 127, signal: null, notFound: true });
+  const pid = child.pid;
+  if (options.detach) child.unref();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on("exit", (code, signal) => resolve({ code, signal }));
+    child.on("error", () => resolve({ code: 127, signal: null }));
+  });
+  return { pid, exited, kill: (signal = "SIGTERM") => killGroup(pid, signal) };
+}
+
+/** Signals a process group; a group that has already gone is not an error. */
+export function killGroup(pid: number, signal: NodeJS.Signals = "SIGTERM"): void {
+  try {
+    process.kill(-pid, signal);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a command attached to this terminal (an interactive ssh session); returns its exit code. */
+export async function runInteractive(command: string[], options: { env?: Record<string, string | undefined> } = {}): Promise<number> {
+  const [bin, ...args] = command;
+  if (!bin) throw new Error("runInteractive: empty command");
+  const child = spawn(bin, args, { env: childEnv(options.env), stdio: "inherit" });
+  return new Promise((resolve) => {
+    child.on("error", () => resolve(127));
+    child.on("close", (code) => resolve(code ?? 1));
+  });
 }

@@ -1,4 +1,4 @@
-// Runs a program from mkosi's tools tree (systemd-dissect, systemd-repart, veritysetup) inside
+// Runs a program from mkosi's tools tree (systemd-dissect, systemd-repart, veritysetup, qemu) inside
 // mkosi's sandbox, so the host needs none of them installed.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -6,9 +6,14 @@ import { type RunOptions, type RunResult, run } from "../process/run.js";
 import type { MkosiTool } from "./mkosi.js";
 import { cacheDir } from "./paths.js";
 
-export async function runTool(mkosi: MkosiTool, toolsTree: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
+/** The command prefix that runs what follows it inside the tools tree. */
+export function sandboxArgv(mkosi: MkosiTool, toolsTree: string): string[] {
   // mkosi wants a project directory even for `sandbox`; an empty one carries no configuration.
   const project = join(cacheDir(), "sandbox-project");
   mkdirSync(project, { recursive: true });
-  return run([...mkosi.argv, `--tools-tree=${toolsTree}`, `--directory=${project}`, "sandbox", ...argv], { ...options, env: { ...mkosi.env, ...options.env } });
+  return [...mkosi.argv, `--tools-tree=${toolsTree}`, `--directory=${project}`, "sandbox"];
+}
+
+export async function runTool(mkosi: MkosiTool, toolsTree: string, argv: string[], options: RunOptions = {}): Promise<RunResult> {
+  return run([...sandboxArgv(mkosi, toolsTree), ...argv], { ...options, env: { ...mkosi.env, ...options.env } });
 }

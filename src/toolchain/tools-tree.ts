@@ -1,8 +1,8 @@
 // mkosi's tools tree (systemd 257 repart/ukify/dissect, erofs-utils, qemu, swtpm, OVMF): built once
 // with mkosi's own mkosi-tools configuration and reused by every build.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { run } from "../process/run.js";
 import type { Reporter } from "../report/reporter.js";
 import { debianSourcesFor, readHostSources, renderDeb822 } from "./apt-sources.js";
@@ -10,8 +10,8 @@ import type { MkosiTool } from "./mkosi.js";
 import { cacheDir } from "./paths.js";
 
 export const TOOLS_RELEASE = "trixie";
-// On top of mkosi-tools: veritysetup for verification.
-const EXTRA_TOOLS = ["cryptsetup-bin"];
+// On top of mkosi-tools: veritysetup for verification, qemu-img for VM overlays.
+const EXTRA_TOOLS = ["cryptsetup-bin", "qemu-utils"];
 
 /** A sandbox tree whose apt sources replace mkosi's built-in list (which adds an unserved debian-debug). */
 export function ensureSandboxTree(release: string): string {
@@ -76,5 +76,14 @@ export async function ensureToolsTree(mkosi: MkosiTool, reporter: Reporter, opti
   rmSync(project, { recursive: true, force: true });
   rmSync(parent, { recursive: true, force: true });
   renameSync(staging, parent);
+  pruneOldToolsTrees(parent);
   return final;
+}
+
+// A tools tree is 1.6 GB; trees made for another mkosi version or package set are never used again.
+function pruneOldToolsTrees(current: string): void {
+  const root = dirname(current);
+  for (const name of readdirSync(root)) {
+    if (name !== basename(current) && name.startsWith(`${TOOLS_RELEASE}-`)) rmSync(join(root, name), { recursive: true, force: true });
+  }
 }

@@ -1,0 +1,189 @@
+// basalt vm start|ssh|stop|status: boot a built image in QEMU the way a device runs it.
+import { createReadStream, existsSync, statSync, unwatchFile, watchFile } from "node:fs";
+import type { Command } from "commander";
+import pc from "picocolors";
+import { UserError } from "../errors.js";
+import { runInteractive } from "../process/run.js";
+import { createReporter } from "../report/reporter.js";
+import { Vm } from "../vm/machine.js";
+import { resolveVmTarget } from "../vm/target.js";
+import { ensureVmTools, type VmTools } from "../vm/tools.js";
+
+interface TargetOptions {
+  name: string;
+  vmDir?: string;
+}
+
+const parseIntOption = (v: string) => {
+  const n = Number.parseInt(v, 10);
+  if (!Number.isFinite(n) || n <= 0) throw new UserError(`not a positive number: ${v}`);
+  return n;
+};
+
+/** Follows the serial log onto stdout from byte `from` until `stop` is called. */
+function followConsole(file: string, from: number): () => void {
+  let pos = from;
+  const pump = () => {
+    if (!existsSync(file)) return;
+    const size = statSync(file).size;
+    if (size <= pos) return;
+    createReadStream(file, { start: pos, end: size - 1 }).pipe(process.stdout, { end: false });
+    pos = size;
+  };
+  watchFile(file, { interval: 300 }, pump);
+  return () => unwatchFile(file, pump);
+}
+
+async function sshArgv(vm: Vm, tools: VmTools, identity: string | undefined): Promise<string[]> {
+  const key = identity ?? vm.config.identity;
+  const base = [
+    "-p",
+    String(vm.sshPort),
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    ...(key ? ["-i", key, "-o", "IdentitiesOnly=yes"] : []),
+    `${vm.config.user}@127.0.0.1`,
+  ];
+  // The host's ssh when it has one; otherwise the tools tree's.
+  const hostSsh = ["/usr/bin/ssh", "/bin/ssh"].find((p) => existsSync(p));
+  return hostSsh ? [hostSsh, ...base] : [...tools.prefix, "ssh", ...base];
+}
+
+export function registerVmCommands(program: Command): void {
+  const vm = program.command("vm").description("run a built image in QEMU (UEFI, TPM2, SMBIOS UUID) like a device");
+
+  vm.command("start")
+    .argument("<target>", "appliance directory, VM directory or .raw disk image")
+    .option("--name <name>", "VM name (VMs live in DIR/out/vms/NAME)", "default")
+    .option("--vm-dir <dir>", "VM directory (overrides --name)")
+    .option("--identity <key>", "private key that logs in (default: the appliance's keys/login_ed25519)")
+    .option("--user <user>", "user to log in as (default: the appliance's user)")
+    .option("--memory <MiB>", "guest memory", parseIntOption, 2048)
+    .option("--cpus <n>", "guest CPUs", parseIntOption, 2)
+    .option("--forward <port...>", "also forward these guest TCP ports to loopback")
+    .option("--console", "show the serial console live")
+    .option("--ssh", "open an SSH session once the guest is up; stop the VM when it ends")
+    .option("--detach", "leave the VM running in the background")
+    .option("--json", "print the VM's settings as JSON once it runs")
+    .description("boot the image on a copy-on-write overlay; the built image stays pristine")
+    .action(
+      async (
+        target: string,
+        o: TargetOptions & {
+          identity?: string;
+          user?: string;
+          memory: number;
+          cpus: number;
+          forward?: string[];
+          console?: boolean;
+          ssh?: boolean;
+          detach?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const t = resolveVmTarget(target, o.name, o.vmDir);
+        const reporter = createReporter({ quiet: Boolean(o.json) });
+        const tools = await ensureVmTools(reporter);
+        let machine: Vm;
+        if (existsSync(`${t.vmDir}/vm.json`)) machine = Vm.open(t.vmDir, tools);
+        else {
+          if (!t.image || !existsSync(t.image)) throw new UserError(`${t.image ?? target}: no built image`, "run 'basalt build' first");
+          const identity = o.identity ?? t.identity;
+          machine = await Vm.create(t.vmDir, t.image, tools, {
+            user: o.user ?? t.user ?? "admin",
+            ...(identity ? { identity } : {}),
+            memoryMiB: o.memory,
+            cpus: o.cpus,
+            ports: (o.forward ?? []).map(parseIntOption),
+          });
+        }
+        const mark = machine.serialMark();
+        const rt = await machine.start({ detach: Boolean(o.detach) });
+        const info = {
+          vmDir: machine.dir,
+          accel: rt.accel,
+          sshPort: machine.sshPort,
+          forwards: machine.config.forwards,
+          uuid: machine.config.uuid,
+          serial: machine.serialLog,
+        };
+        if (o.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+        else
+          process.stderr.write(
+            `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
+          );
+        if (o.detach) return;
+        const stopFollow = o.console ? followConsole(machine.serialLog, mark) : () => {};
+        let stopping = false;
+        const stop = async () => {
+          if (stopping) return;
+          stopping = true;
+          stopFollow();
+          process.stderr.write("\nshutting the VM down…\n");
+          await machine.shutdown();
+        };
+        process.on("SIGINT", () => void stop());
+        process.on("SIGTERM", () => void stop());
+        if (o.ssh) {
+          process.stderr.write("waiting for SSH…\n");
+          const session = await machine.waitForSsh(600_000);
+          session.close();
+          stopFollow();
+          await runInteractive(await sshArgv(machine, tools, o.identity), { env: tools.env });
+          await stop();
+          return;
+        }
+        await machine.waitStopped(Number.MAX_SAFE_INTEGER);
+        stopFollow();
+      },
+    );
+
+  vm.command("ssh")
+    .argument("<target>", "appliance directory or VM directory")
+    .argument("[command...]", "command to run instead of a shell")
+    .option("--name <name>", "VM name", "default")
+    .option("--vm-dir <dir>", "VM directory (overrides --name)")
+    .option("--identity <key>", "private key to log in with")
+    .description("log in to a running VM with the appliance's key")
+    .action(async (target: string, command: string[], o: TargetOptions & { identity?: string }) => {
+      const t = resolveVmTarget(target, o.name, o.vmDir);
+      const tools = await ensureVmTools(createReporter({ quiet: true }));
+      const machine = Vm.open(t.vmDir, tools);
+      if (!machine.running()) throw new UserError(`VM ${machine.dir} is not running`, `start it with 'basalt vm start ${target}'`);
+      process.exitCode = await runInteractive([...(await sshArgv(machine, tools, o.identity)), ...command], { env: tools.env });
+    });
+
+  vm.command("stop")
+    .argument("<target>", "appliance directory or VM directory")
+    .option("--name <name>", "VM name", "default")
+    .option("--vm-dir <dir>", "VM directory (overrides --name)")
+    .option("--power-off", "pull the plug instead of an ACPI shutdown")
+    .description("shut a VM down (ACPI power button, then kill after 2 minutes)")
+    .action(async (target: string, o: TargetOptions & { powerOff?: boolean }) => {
+      const t = resolveVmTarget(target, o.name, o.vmDir);
+      const machine = Vm.open(t.vmDir, await ensureVmTools(createReporter({ quiet: true })));
+      if (o.powerOff) await machine.powerOff();
+      else await machine.shutdown();
+    });
+
+  vm.command("status")
+    .argument("<target>", "appliance directory or VM directory")
+    .option("--name <name>", "VM name", "default")
+    .option("--vm-dir <dir>", "VM directory (overrides --name)")
+    .option("--json", "print as JSON")
+    .description("show a VM's settings and whether it runs")
+    .action(async (target: string, o: TargetOptions & { json?: boolean }) => {
+      const t = resolveVmTarget(target, o.name, o.vmDir);
+      const machine = Vm.open(t.vmDir, await ensureVmTools(createReporter({ quiet: true })));
+      const status = { vmDir: machine.dir, running: machine.running(), runtime: machine.runtime() ?? null, ...machine.config };
+      if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+      else
+        process.stdout.write(
+          `${machine.dir}: ${status.running ? pc.green("running") : "stopped"}\n  image: ${status.image}\n  uuid:  ${status.uuid}\n  ssh:   127.0.0.1:${machine.sshPort} as ${status.user}\n`,
+        );
+    });
+}

@@ -1,0 +1,105 @@
+// SSH into a guest from Node (ssh2): no ssh client needed on the host, exit codes kept, and a
+// password attempt can be made to prove it is refused.
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import ssh2 from "ssh2";
+
+// ssh2 is CommonJS: its classes come from the default export under ESM.
+const { Client, utils } = ssh2;
+type Client = InstanceType<typeof Client>;
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface SshTarget {
+  port: number;
+  user: string;
+  host?: string;
+}
+
+export class SshSession {
+  private constructor(private readonly client: Client) {}
+
+  static connect(target: SshTarget, privateKey: string, timeoutMs = 10_000): Promise<SshSession> {
+    return new Promise((resolve, reject) => {
+      const client = new Client();
+      client
+        .on("ready", () => resolve(new SshSession(client)))
+        .on("error", (e) => {
+          client.end();
+          reject(e);
+        })
+        .connect({ host: target.host ?? "127.0.0.1", port: target.port, username: target.user, privateKey, readyTimeout: timeoutMs });
+    });
+  }
+
+  exec(command: string, timeoutMs = 120_000): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`ssh command timed out after ${timeoutMs / 1000} s: ${command}`)), timeoutMs);
+      this.client.exec(command, (err, stream) => {
+        if (err) {
+          clearTimeout(timer);
+          reject(err);
+          return;
+        }
+        let stdout = "";
+        let stderr = "";
+        let code = -1;
+        stream.on("data", (d: Buffer) => {
+          stdout += d.toString("utf8");
+        });
+        stream.stderr.on("data", (d: Buffer) => {
+          stderr += d.toString("utf8");
+        });
+        stream.on("exit", (c: number | null) => {
+          code = c ?? -1;
+        });
+        stream.on("close", () => {
+          clearTimeout(timer);
+          resolve({ code, stdout, stderr });
+        });
+      });
+    });
+  }
+
+  close(): void {
+    this.client.end();
+  }
+}
+
+/** Whether the server accepts this user and password (it must not, on an appliance). */
+export function passwordAccepted(target: SshTarget, password: string, timeoutMs = 10_000): Promise<{ accepted: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    const client = new Client();
+    client
+      .on("ready", () => {
+        client.end();
+        resolve({ accepted: true, detail: "logged in" });
+      })
+      .on("error", (e) => {
+        client.end();
+        resolve({ accepted: false, detail: e.message });
+      })
+      .connect({
+        host: target.host ?? "127.0.0.1",
+        port: target.port,
+        username: target.user,
+        password,
+        tryKeyboard: true,
+        readyTimeout: timeoutMs,
+      });
+  });
+}
+
+/** Creates an ed25519 login key pair (private 0600); returns the public key line. */
+export function ensureLoginKey(privatePath: string, comment: string): string {
+  if (!existsSync(privatePath)) {
+    const pair = utils.generateKeyPairSync("ed25519", { comment });
+    writeFileSync(privatePath, pair.private, { mode: 0o600 });
+    writeFileSync(`${privatePath}.pub`, `${pair.public}\n`);
+  }
+  chmodSync(privatePath, 0o600);
+  return readFileSync(`${privatePath}.pub`, "utf8").trim();
+}

@@ -1,0 +1,32 @@
+// QEMU, swtpm, qemu-img and OVMF for VMs, all taken from mkosi's tools tree and run through its
+// sandbox, so the host needs none of them installed.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { UserError } from "../errors.js";
+import type { Reporter } from "../report/reporter.js";
+import { ensureMkosi } from "../toolchain/mkosi.js";
+import { cacheDir } from "../toolchain/paths.js";
+import { sandboxArgv } from "../toolchain/tools-run.js";
+import { ensureToolsTree } from "../toolchain/tools-tree.js";
+
+export interface VmTools {
+  toolsTree: string;
+  /** Prefix that runs a program from the tools tree: `[...prefix, "qemu-img", ...]`. */
+  prefix: string[];
+  env: Record<string, string>;
+  /** OVMF without Secure Boot (it needs no SMM, which KVM lacks on some hosts). */
+  firmwareCode: string;
+  firmwareVars: string;
+}
+
+export async function ensureVmTools(reporter: Reporter): Promise<VmTools> {
+  const mkosi = await ensureMkosi(reporter);
+  if (!mkosi) throw new UserError("mkosi is not available", "run 'basalt doctor --fix'");
+  const toolsTree = await ensureToolsTree(mkosi, reporter, { logFile: join(cacheDir(), "tools-tree.log") });
+  const firmwareCode = join(toolsTree, "usr/share/OVMF/OVMF_CODE_4M.fd");
+  const firmwareVars = join(toolsTree, "usr/share/OVMF/OVMF_VARS_4M.fd");
+  for (const f of [firmwareCode, firmwareVars, join(toolsTree, "usr/bin/qemu-system-x86_64"), join(toolsTree, "usr/bin/swtpm")]) {
+    if (!existsSync(f)) throw new UserError(`the tools tree lacks ${f}`, "remove it from the cache and build again");
+  }
+  return { toolsTree, prefix: sandboxArgv(mkosi, toolsTree), env: mkosi.env, firmwareCode, firmwareVars };
+}

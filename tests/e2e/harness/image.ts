@@ -1,0 +1,53 @@
+// Builds (or reuses) an appliance image for the VM scenarios: the definition is copied into the
+// e2e work directory, a login key is made for it, and `basalt build` runs on the copy.
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { buildAppliance } from "../../../src/build/build.js";
+import { loadAppliance } from "../../../src/definition/load.js";
+import { createReporter } from "../../../src/report/reporter.js";
+import { ensureLoginKey } from "../../../src/vm/ssh.js";
+
+export const E2E_ROOT = resolve(import.meta.dirname, "..");
+
+/** Where images and VM directories go: BASALT_E2E_DIR, or a folder under the OS's /var/tmp. */
+export function workDir(): string {
+  const dir = resolve(process.env.BASALT_E2E_DIR ?? "/var/tmp/basalt-e2e");
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+export interface BuiltImage {
+  name: string;
+  dir: string;
+  image: string;
+  id: string;
+  version: string;
+  user: string;
+  identity: string;
+  buildSeconds: number;
+}
+
+/**
+ * Builds the definition in `source` (a folder holding appliance.toml and whatever it refers to) as
+ * `name`. BASALT_E2E_REUSE=1 keeps an image already built from the same definition.
+ */
+export async function prepareImage(name: string, source: string): Promise<BuiltImage> {
+  const dir = join(workDir(), "appliances", name);
+  mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
+  cpSync(source, dir, { recursive: true, filter: (src) => !/\/(out|keys)$/.test(src) });
+  const identity = join(dir, "keys", "login_ed25519");
+  ensureLoginKey(identity, `basalt-e2e-${name}`);
+  const { appliance } = loadAppliance(dir);
+  const image = join(dir, "out", appliance.version, `${appliance.id}_${appliance.version}.raw`);
+  const stamp = join(dir, "out", ".e2e-definition");
+  const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
+  let buildSeconds = 0;
+  const reusable = process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition;
+  if (!reusable) {
+    const start = performance.now();
+    await buildAppliance(dir, { reporter: createReporter({ live: false }) });
+    buildSeconds = (performance.now() - start) / 1000;
+    writeFileSync(stamp, definition);
+  }
+  return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds };
+}

@@ -1,0 +1,114 @@
+// A scenario is a sequence of named steps against VMs. A failure names the step that was pending
+// and shows the console tail; each step's time is recorded and printed, and the VMs are stopped
+// (and their directories removed unless BASALT_E2E_KEEP=1) at the end.
+import { appendFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { run } from "../../../src/process/run.js";
+import { createReporter } from "../../../src/report/reporter.js";
+import { Vm } from "../../../src/vm/machine.js";
+import type { ExecResult, SshSession } from "../../../src/vm/ssh.js";
+import { ensureVmTools, type VmTools } from "../../../src/vm/tools.js";
+import { type BuiltImage, workDir } from "./image.js";
+
+/** Under TCG a boot to SSH takes about a minute; this leaves room for a loaded CI machine. */
+export const BOOT_TIMEOUT_MS = 300_000;
+
+let tools: VmTools | undefined;
+export async function vmTools(): Promise<VmTools> {
+  tools ??= await ensureVmTools(createReporter({ live: false, quiet: true }));
+  return tools;
+}
+
+export class StepError extends Error {}
+
+export class Scenario {
+  readonly steps: { name: string; seconds: number }[] = [];
+  private readonly vms: Vm[] = [];
+  private readonly started = performance.now();
+  private failed = false;
+
+  constructor(readonly name: string) {}
+
+  async step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const start = performance.now();
+    try {
+      const value = await fn();
+      this.steps.push({ name, seconds: (performance.now() - start) / 1000 });
+      return value;
+    } catch (e) {
+      this.failed = true;
+      const consoles = this.vms.map((vm) => `--- console of ${vm.dir} (last lines) ---\n${vm.consoleTail(30)}`).join("\n");
+      throw new StepError(`[${this.name}] step "${name}" failed: ${(e as Error).message}\n${consoles}`);
+    }
+  }
+
+  /** A fresh VM on its own overlay of `image`, not started yet. */
+  async create(label: string, image: BuiltImage, options: { ports?: number[] } = {}): Promise<Vm> {
+    const dir = join(workDir(), "vms", `${this.name}-${label}`);
+    rmSync(dir, { recursive: true, force: true });
+    const vm = await Vm.create(dir, image.image, await vmTools(), { user: image.user, identity: image.identity, ...options });
+    this.vms.push(vm);
+    return vm;
+  }
+
+  /** A fresh VM on its own overlay of `image`, started. */
+  async boot(label: string, image: BuiltImage, options: { ports?: number[] } = {}): Promise<Vm> {
+    const vm = await this.create(label, image, options);
+    await this.step(`start VM ${label}`, () => vm.start());
+    return vm;
+  }
+
+  async finish(): Promise<void> {
+    for (const vm of this.vms) {
+      vm.kill();
+      if (process.env.BASALT_E2E_KEEP !== "1") rmSync(vm.dir, { recursive: true, force: true });
+    }
+    const total = (performance.now() - this.started) / 1000;
+    const lines = [
+      `scenario ${this.name}: ${this.failed ? "FAILED" : "passed"} in ${total.toFixed(0)} s`,
+      ...this.steps.map((s) => `  ${s.seconds.toFixed(1).padStart(6)} s  ${s.name}`),
+    ];
+    console.log(lines.join("\n"));
+    appendFileSync(
+      join(workDir(), "timings.jsonl"),
+      `${JSON.stringify({ scenario: this.name, failed: this.failed, seconds: total, steps: this.steps, at: new Date().toISOString() })}\n`,
+    );
+  }
+}
+
+/** Runs a command in the guest and returns its stdout; a non-zero exit is an error with its output. */
+export async function sh(ssh: SshSession, command: string): Promise<string> {
+  const r = await ssh.exec(command);
+  if (r.code !== 0) throw new Error(`\`${command}\` exited ${r.code}: ${(r.stderr || r.stdout).trim()}`);
+  return r.stdout.trim();
+}
+
+/** Runs a command that must fail; returns what it printed. */
+export async function shFails(ssh: SshSession, command: string): Promise<ExecResult> {
+  const r = await ssh.exec(command);
+  if (r.code === 0) throw new Error(`\`${command}\` succeeded but must fail`);
+  return r;
+}
+
+/** Reboots the guest from inside and returns a session to the next boot (a new boot id). */
+export async function reboot(vm: Vm, ssh: SshSession, how = "sudo systemctl reboot"): Promise<SshSession> {
+  const before = await sh(ssh, "cat /proc/sys/kernel/random/boot_id");
+  await ssh.exec(`${how} &`).catch(() => undefined);
+  ssh.close();
+  // The old sshd may still answer for a moment; wait until the boot id changes.
+  const deadline = Date.now() + BOOT_TIMEOUT_MS;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 5000));
+    const next = await vm.waitForSsh(Math.max(1000, deadline - Date.now()));
+    const id = await sh(next, "cat /proc/sys/kernel/random/boot_id").catch(() => before);
+    if (id !== before) return next;
+    next.close();
+    if (Date.now() > deadline) throw new Error("the guest did not reboot");
+  }
+}
+
+/** Runs a program from the tools tree (qemu-io, dump.erofs) and returns its stdout. */
+export async function tool(argv: string[]): Promise<string> {
+  const t = await vmTools();
+  return (await run([...t.prefix, ...argv], { env: t.env, capture: true })).stdout;
+}

@@ -1,0 +1,27 @@
+// The suite catches what it claims to: on an image whose /etc was made writable, the first-boot
+// checks must fail, at the /etc step.
+import { afterAll, expect, it } from "vitest";
+import { checkFirstBoot } from "../../harness/checks.js";
+import { prepareImage } from "../../harness/image.js";
+import { BOOT_TIMEOUT_MS, Scenario } from "../../harness/scenario.js";
+
+const s = new Scenario("broken-guest");
+const probe = new Scenario("broken-guest-first-boot-checks");
+afterAll(async () => {
+  await probe.finish();
+  await s.finish();
+});
+
+it("fails the first-boot checks when /etc is writable", async () => {
+  const image = await s.step("build the broken appliance", () => prepareImage("broken-guest", import.meta.dirname));
+  const vm = await s.boot("a", image);
+  const ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
+  const failure = await s.step("run the first-boot checks", () =>
+    checkFirstBoot(probe, vm, ssh, image).then(
+      () => undefined,
+      (e: Error) => e,
+    ),
+  );
+  expect(failure?.message).toMatch(/step "\/etc is read-only" failed/);
+  ssh.close();
+});
