@@ -23,7 +23,22 @@ export async function dmUuidOf(ssh: SshSession, mountpoint: string): Promise<str
   return sh(ssh, `cat /sys/block/${dm}/dm/uuid`);
 }
 
+/** The UKI profile this boot came from: systemd-stub records its .profile section. */
+export async function bootedProfile(ssh: SshSession): Promise<string> {
+  const text = await sh(ssh, "cat /run/systemd/stub/profile 2>/dev/null || true");
+  return /^ID="?([^"\n]+)"?$/m.exec(text)?.[1] ?? "";
+}
+
+/** A normal boot: the main profile (or its twin, see features/boot.ts), no reset, no target mode. */
+export async function expectNormalBoot(ssh: SshSession): Promise<void> {
+  expect(["main", "normal"]).toContain(await bootedProfile(ssh));
+  const cmdline = await sh(ssh, "cat /proc/cmdline");
+  expect(cmdline).not.toContain("systemd.factory_reset");
+  expect(cmdline).not.toContain("rd.systemd.unit");
+}
+
 export async function checkFirstBoot(s: Scenario, vm: Vm, ssh: SshSession, image: BuiltImage): Promise<void> {
+  await s.step("the first boot is a normal boot (not a factory reset)", () => expectNormalBoot(ssh));
   await s.step("/ is EROFS on dm-verity, read-only", async () => {
     const [source, fstype, options] = (await sh(ssh, "findmnt -no SOURCE,FSTYPE,OPTIONS /")).split(/\s+/);
     expect(source).toBe("/dev/mapper/root");

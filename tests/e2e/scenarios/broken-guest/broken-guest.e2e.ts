@@ -1,5 +1,5 @@
-// The suite catches what it claims to: on an image whose /etc was made writable, the first-boot
-// checks must fail, at the /etc step.
+// The suite catches what it claims to: on an image whose /etc is made writable (an overlay a unit
+// mounts once the system is up), the first-boot checks must fail, at the /etc step.
 import { afterAll, expect, it } from "vitest";
 import { checkFirstBoot } from "../../harness/checks.js";
 import { prepareImage } from "../../harness/image.js";
@@ -16,6 +16,13 @@ it("fails the first-boot checks when /etc is writable", async () => {
   const image = await s.step("build the broken appliance", () => prepareImage("broken-guest", import.meta.dirname));
   const vm = await s.boot("a", image);
   const ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
+  await s.step("the breakage is in place", async () => {
+    const deadline = Date.now() + 120_000;
+    while ((await ssh.exec("systemctl is-active break-etc.service")).stdout.trim() !== "active") {
+      if (Date.now() > deadline) throw new Error("break-etc.service did not run");
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  });
   const failure = await s.step("run the first-boot checks", () =>
     checkFirstBoot(probe, vm, ssh, image).then(
       () => undefined,
