@@ -7,7 +7,7 @@ import { type LoadedAppliance, loadAppliance } from "../definition/load.js";
 import { UserError } from "../errors.js";
 import { createPlan, planDir, renderTree, writePlan } from "../generator/plan.js";
 import { cmdlineValue, readUki } from "../inspect/pe.js";
-import { createKeySet, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
+import { createKeySet, ensureUpdateKeyIn, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
 import { run } from "../process/run.js";
 import type { Reporter } from "../report/reporter.js";
 import { ensureMkosi } from "../toolchain/mkosi.js";
@@ -59,6 +59,7 @@ async function ensureKeys(loaded: LoadedAppliance, reporter: Reporter): Promise<
   const existing = loadKeySet(dir);
   if (existing) {
     if (existing.dev) reporter.warn(`signing with the DEVELOPMENT keys in ${dir}; the image is marked dev-signed`);
+    if (await ensureUpdateKeyIn(existing, loaded.appliance.id)) reporter.info(`added an update signing key to ${dir}`);
     return existing;
   }
   reporter.warn(
@@ -85,15 +86,16 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
   const logFile = join(logDir, `build-${version}.log`);
   writeFileSync(logFile, "");
 
+  // Keys first: the plan copies the update key's public keyring into the image.
+  reporter.phase("Keys");
+  const keys = await ensureKeys(loaded, reporter);
+
   reporter.phase("Plan");
   const entries = renderTree(loaded);
   const plan = createPlan(loaded, entries);
   const planPath = planDir(applianceDir);
   writePlan(planPath, entries, plan);
   reporter.step(`${entries.size} files in ${planPath}`);
-
-  reporter.phase("Keys");
-  const keys = await ensureKeys(loaded, reporter);
 
   reporter.phase("Toolchain");
   const mkosi = await ensureMkosi(reporter);

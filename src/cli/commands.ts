@@ -8,9 +8,11 @@ import { renderJsonSchema } from "../definition/schema.js";
 import { createPlan, planDir, renderTree, writePlan } from "../generator/plan.js";
 import { initAppliance } from "../init/init.js";
 import { inspectImage, renderInspectReport } from "../inspect/inspect.js";
-import { createKeySet, keysDir } from "../keys/keys.js";
+import { createKeySet, ensureUpdateKeyIn, keysDir, loadKeySet } from "../keys/keys.js";
+import { createRelease } from "../release/release.js";
 import { createReporter } from "../report/reporter.js";
 import { renderDoctor, runDoctor } from "../toolchain/doctor.js";
+import { registerServerCommands } from "./server-commands.js";
 import { registerVmCommands } from "./vm-commands.js";
 
 const json = (v: unknown) => process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
@@ -102,12 +104,37 @@ export function registerCommands(program: Command): void {
     .action(async (dir: string, o: { force?: boolean; dev?: boolean }) => {
       const loaded = loadAppliance(dir);
       const target = keysDir(loaded.context.dir);
+      const existing = loadKeySet(target);
+      if (existing && !o.force && (await ensureUpdateKeyIn(existing, loaded.appliance.id))) {
+        process.stdout.write(`added the update signing key to ${target}:\n  ${existing.update.key}\n  ${existing.update.publicKey}\n`);
+        return;
+      }
       const set = await createKeySet(target, { dev: Boolean(o.dev), commonName: loaded.appliance.id, force: Boolean(o.force) });
       process.stdout.write(
-        `created ${set.dev ? "development " : ""}keys in ${target}:\n  ${set.verity.key}\n  ${set.verity.certificate}\n  ${set.db.key}\n  ${set.db.certificate}\nkeep the .key files secret: they are git-ignored and never enter the image\n`,
+        `created ${set.dev ? "development " : ""}keys in ${target}:\n  ${set.verity.key}\n  ${set.verity.certificate}\n  ${set.db.key}\n  ${set.db.certificate}\n  ${set.update.key}\n  ${set.update.publicKey}\nkeep the .key files secret: they are git-ignored and never enter the image\n`,
       );
     });
 
+  program
+    .command("release")
+    .argument("<dir>", "appliance directory; releases the version its definition names")
+    .option("--allow-dev", "release an image signed with development keys (for tests only)")
+    .option("--json", "print the release manifest as JSON")
+    .description("turn a build into an update release: xz partitions, UKI, signed SHA256SUMS (DIR/out/releases/<version>/)")
+    .action(async (dir: string, o: { allowDev?: boolean; json?: boolean }) => {
+      const reporter = createReporter({ quiet: Boolean(o.json) });
+      reporter.phase("Release");
+      const r = await createRelease(dir, { reporter, allowDev: Boolean(o.allowDev) });
+      reporter.done();
+      if (o.json) {
+        json({ ...r.manifest, path: r.dir });
+        return;
+      }
+      process.stdout.write(`${pc.green("released")} ${r.manifest.id} ${r.manifest.version} in ${r.dir} (index signed by ${r.manifest.signingKey})\n`);
+      for (const f of r.manifest.files) process.stdout.write(`  ${f.kind.padEnd(16)} ${(f.size / 1e6).toFixed(1).padStart(8)} MB  ${f.name}\n`);
+    });
+
+  registerServerCommands(program);
   registerVmCommands(program);
 
   program

@@ -65,6 +65,8 @@ export function loadAppliance(dirOrFile: string): LoadedAppliance {
     const own = z.object({ ...f.keys, features: z.object(f.toggles).prefault({}) }).safeParse(toml.value);
     if (own.success) problems.push(...f.check(own.data as unknown as Appliance, context));
   }
+  // Rules across features need the whole, valid definition.
+  if (parsed.success) for (const f of features) problems.push(...(f.crossCheck?.(parsed.data as Appliance, context) ?? []));
   if (!parsed.success || problems.length) throw new DefinitionError(sortProblems(problems));
   return { appliance: parsed.data as Appliance, context };
 }

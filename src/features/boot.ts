@@ -57,7 +57,8 @@ export const feature: Feature = {
       // first extra profile by default, a factory reset after every update. A first extra profile
       // that boots normally makes that pick harmless. (Later systemd-boot versions give extra
       // profiles "@<id>" ids, which "default *.efi" leaves out.)
-      profile("05-normal.conf", "normal", "Normal boot", []);
+      // (mkosi 25 needs a command line for every profile; repeating one of the base's changes nothing.)
+      profile("05-normal.conf", "normal", "Normal boot", ["systemd.machine_id=firmware"]);
     }
     if (a.features.factory_reset) {
       profile("10-factory-reset.conf", "factory-reset", "Factory reset", ["systemd.factory_reset=1"]);

@@ -24,6 +24,8 @@ export interface Feature {
   toggles: z.ZodRawShape;
   /** Checks that need more than types: files that must exist, limits across keys. */
   check?(a: Appliance, ctx: FeatureContext): Problem[];
+  /** Checks that read other features' keys too; run only once the whole definition is valid. */
+  crossCheck?(a: Appliance, ctx: FeatureContext): Problem[];
   /** Writes this feature's part of the mkosi tree. */
   render(a: Appliance, tree: MkosiTree, ctx: FeatureContext): void;
 }

@@ -63,4 +63,35 @@ describe("features", () => {
     const conf = file(render('[kernel]\ncmdline = ["quiet"]\n'), "mkosi.conf") ?? "";
     expect(conf.indexOf("systemd.machine_id=firmware")).toBeLessThan(conf.indexOf("quiet"));
   });
+
+  it("ships sysupdate transfers only with an update URL, matching the names releases and slots use", () => {
+    expect([...render("").keys()].some((k) => k.includes("sysupdate.d"))).toBe(false);
+    const t = render('[update]\nurl = "http://updates.example:8080/"\nchannel = "beta"\n');
+    const root = file(t, "image/usr/lib/sysupdate.d/10-root.transfer") ?? "";
+    expect(root).toContain("Path=http://updates.example:8080/v1/beta/%M/%a/%m/%A/");
+    expect(root).toContain("MatchPattern=demo_@v.root-%a.@u.raw.xz");
+    expect(root).toContain("MatchPattern=demo_@v\n");
+    expect(file(t, "image/usr/lib/sysupdate.d/11-root-verity.transfer")).toContain("MatchPattern=demo_@v_v\n");
+    expect(file(t, "image/usr/lib/sysupdate.d/12-root-verity-sig.transfer")).toContain("MatchPattern=demo_@v.root-%a-verity-sig.@u.raw.xz");
+    const uki = file(t, "image/usr/lib/sysupdate.d/90-uki.transfer") ?? "";
+    expect(uki).toContain("MatchPattern=demo_@v+@l-@d.efi demo_@v+@l.efi demo_@v.efi");
+    expect(uki).toContain("TriesLeft=3");
+    expect(uki).toContain("InstancesMax=2");
+    expect(t.get("image/etc/systemd/import-pubring.gpg")).toMatchObject({ kind: "copy", optional: true });
+    expect(file(t, "image/usr/lib/systemd/system/systemd-sysupdate.service.d/10-basalt.conf")).toContain("Requires=boot-complete.target");
+  });
+
+  it("refuses an update URL without a second slot, naming the key", () => {
+    expect(() => render('[update]\nurl = "http://u.example/"\n[features]\nab_updates = false\n')).toThrow(/update\.url: updates need features\.ab_updates/);
+    expect(() => render('[update]\nurl = "ftp://u.example/"\n')).toThrow(/update\.url/);
+  });
+
+  it("requires health for a good boot: sshd, network, named units, no failed units", () => {
+    const h = render('[health]\nunits = ["myapp.service"]\n');
+    const script = file(h, "image/usr/lib/basalt/health-check") ?? "";
+    expect(script).toContain("for unit in ssh.socket myapp.service; do");
+    expect(script).toContain("systemd-networkd-wait-online --any --timeout=120");
+    expect(file(h, "image/usr/lib/systemd/system/basalt-health.service")).toContain("RequiredBy=boot-complete.target");
+    expect(file(h, "image/usr/lib/systemd/system-preset/10-basalt.preset")).toContain("enable systemd-boot-check-no-failures.service");
+  });
 });

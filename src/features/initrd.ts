@@ -38,7 +38,8 @@ const MODULES = [
   "/xhci-pci\\.ko",
   "/mmc_block\\.ko",
   "/sdhci-pci\\.ko",
-  // root and /var
+  // root and /var (repart writes a new partition through a loop device)
+  "/loop\\.ko",
   "/dm-verity\\.ko",
   "/dm-crypt\\.ko",
   "/erofs\\.ko",

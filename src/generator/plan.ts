@@ -1,6 +1,6 @@
 // Plan: render every feature into an mkosi tree and write it, with plan.json, to DIR/out/plan.
 // The tree is replaced atomically, so a failed plan never leaves a half-written one behind.
-import { cpSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { LoadedAppliance } from "../definition/load.js";
 import { features } from "../features/registry.js";
@@ -50,6 +50,7 @@ export function writePlan(target: string, entries: Map<string, TreeEntry>, plan:
       mkdirSync(dirname(dest), { recursive: true });
       if (entry.kind === "file") writeFileSync(dest, entry.content, { mode: entry.mode });
       else if (entry.kind === "symlink") symlinkSync(entry.target, dest);
+      else if (entry.optional && !existsSync(entry.from)) continue;
       else cpSync(entry.from, dest, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
     }
     writeFileSync(join(staging, "plan.json"), `${JSON.stringify(plan, null, 2)}\n`);

@@ -4,8 +4,11 @@
 export type TreeEntry =
   | { kind: "file"; content: string; mode: number }
   | { kind: "symlink"; target: string }
-  /** A user-supplied file or directory copied as is; `from` is absolute, `label` is what goldens show. */
-  | { kind: "copy"; from: string; label: string };
+  /**
+   * A user-supplied file or directory copied as is; `from` is absolute, `label` is what goldens show.
+   * An optional copy whose source is missing is left out (a plan made before the keys exist).
+   */
+  | { kind: "copy"; from: string; label: string; optional?: boolean };
 
 export type IniValue = string | number | boolean | readonly string[];
 export type IniSection = [name: string, entries: [key: string, value: IniValue][]];
@@ -105,6 +108,12 @@ export class MkosiTree {
   copy(path: string, from: string, label: string): this {
     if (this.entries.has(path)) throw new Error(`generated file ${path} written twice`);
     this.entries.set(path, { kind: "copy", from, label });
+    return this;
+  }
+
+  copyOptional(path: string, from: string, label: string): this {
+    if (this.entries.has(path)) throw new Error(`generated file ${path} written twice`);
+    this.entries.set(path, { kind: "copy", from, label, optional: true });
     return this;
   }
 

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { UserError } from "../errors.js";
+import { ensureUpdateKey, type UpdateKeyPaths, updateKeyPaths } from "./update-key.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -18,6 +19,8 @@ export interface KeySet {
   dev: boolean;
   verity: { key: string; certificate: string };
   db: { key: string; certificate: string };
+  /** OpenPGP key that signs update indexes (SHA256SUMS). */
+  update: UpdateKeyPaths;
 }
 
 interface KeysMeta {
@@ -77,6 +80,7 @@ export async function createKeySet(dir: string, options: { dev: boolean; commonN
       writeFileSync(p.key, keyPem, { mode: 0o600 });
       writeFileSync(p.certificate, certPem, { mode: 0o644 });
     }
+    await ensureUpdateKey(staging, options.commonName);
     const meta: KeysMeta = { dev: options.dev, created: new Date().toISOString(), commonName: options.commonName };
     writeFileSync(join(staging, "keys.json"), `${JSON.stringify(meta, null, 2)}\n`);
     // Never committed, even when the appliance lives in its own repository.
@@ -99,7 +103,7 @@ export function loadKeySet(dir: string): KeySet | undefined {
   const metaPath = join(dir, "keys.json");
   if (!existsSync(metaPath)) return undefined;
   const meta = JSON.parse(readFileSync(metaPath, "utf8")) as KeysMeta;
-  const set: KeySet = { dir, dev: meta.dev, verity: pathsOf(dir, "verity"), db: pathsOf(dir, "db") };
+  const set: KeySet = { dir, dev: meta.dev, verity: pathsOf(dir, "verity"), db: pathsOf(dir, "db"), update: updateKeyPaths(dir) };
   for (const name of KEY_PAIRS) {
     for (const f of [set[name].key, set[name].certificate]) {
       if (!existsSync(f)) throw new UserError(`key set ${dir} is incomplete: ${f} is missing`, "recreate it with basalt keys init --force");
@@ -107,5 +111,13 @@ export function loadKeySet(dir: string): KeySet | undefined {
     // A private key readable by others is fixed rather than used as is.
     chmodSync(set[name].key, 0o600);
   }
+  if (existsSync(set.update.key)) chmodSync(set.update.key, 0o600);
   return set;
+}
+
+/** Adds the update signing key to a key set made before Basalt had one; true when it was added. */
+export async function ensureUpdateKeyIn(set: KeySet, commonName: string): Promise<boolean> {
+  const had = existsSync(set.update.key) && existsSync(set.update.publicKey);
+  await ensureUpdateKey(set.dir, commonName);
+  return !had;
 }

@@ -98,6 +98,11 @@ export async function checkFirstBoot(s: Scenario, vm: Vm, ssh: SshSession, image
     expect(screen).toContain(image.version);
   });
 
+  await s.step("no unit failed; repart did its work in the initrd", async () => {
+    expect(await sh(ssh, "systemctl --failed --plain --no-legend --no-pager")).toBe("");
+    expect(await sh(ssh, "sudo -n journalctl -b -u systemd-repart --no-pager | grep -c 'Failed' || true")).toBe("0");
+  });
+
   await s.step("networkd holds a DHCP lease", async () => {
     const status = await sh(ssh, "networkctl status --no-pager --lines=0 2>/dev/null || true");
     expect(status).toMatch(/10\.0\.2\.15/);

@@ -1,6 +1,6 @@
 // Builds (or reuses) an appliance image for the VM scenarios: the definition is copied into the
 // e2e work directory, a login key is made for it, and `basalt build` runs on the copy.
-import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { buildAppliance } from "../../../src/build/build.js";
 import { loadAppliance } from "../../../src/definition/load.js";
@@ -27,6 +27,11 @@ export interface BuiltImage {
   buildSeconds: number;
 }
 
+/** Removes a previous copy of the definition (not its keys, not its build cache and outputs). */
+function refreshDefinition(dir: string): void {
+  for (const entry of readdirSync(dir)) if (entry !== "out" && entry !== "keys") rmSync(join(dir, entry), { recursive: true, force: true });
+}
+
 /**
  * Builds the definition in `source` (a folder holding appliance.toml and whatever it refers to) as
  * `name`. BASALT_E2E_REUSE=1 keeps an image already built from the same definition.
@@ -34,7 +39,8 @@ export interface BuiltImage {
 export async function prepareImage(name: string, source: string): Promise<BuiltImage> {
   const dir = join(workDir(), "appliances", name);
   mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
-  cpSync(source, dir, { recursive: true, filter: (src) => !/\/(out|keys)$/.test(src) });
+  refreshDefinition(dir);
+  cpSync(source, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !/\/(out|keys)$/.test(src) });
   const identity = join(dir, "keys", "login_ed25519");
   ensureLoginKey(identity, `basalt-e2e-${name}`);
   const { appliance } = loadAppliance(dir);
@@ -50,4 +56,28 @@ export async function prepareImage(name: string, source: string): Promise<BuiltI
     writeFileSync(stamp, definition);
   }
   return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds };
+}
+
+/**
+ * Another version of an already prepared appliance, built from a copy of its directory (same keys,
+ * so devices running the first trust it), with `extra` TOML appended (e.g. a broken health check).
+ */
+export async function prepareVersion(base: BuiltImage, name: string, version: string, extra = ""): Promise<BuiltImage> {
+  const dir = join(workDir(), "appliances", name);
+  mkdirSync(dir, { recursive: true });
+  refreshDefinition(dir);
+  cpSync(base.dir, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.startsWith(join(base.dir, "out")) });
+  const toml = readFileSync(join(base.dir, "appliance.toml"), "utf8").replace(/^version = ".*"$/m, `version = "${version}"`);
+  writeFileSync(join(dir, "appliance.toml"), `${toml}\n${extra}`);
+  const image = join(dir, "out", version, `${base.id}_${version}.raw`);
+  const stamp = join(dir, "out", ".e2e-definition");
+  const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
+  let buildSeconds = 0;
+  if (!(process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition)) {
+    const start = performance.now();
+    await buildAppliance(dir, { reporter: createReporter({ live: false }) });
+    buildSeconds = (performance.now() - start) / 1000;
+    writeFileSync(stamp, definition);
+  }
+  return { ...base, name, dir, image, version, buildSeconds };
 }

@@ -21,5 +21,8 @@ it("keeps /var/home across a reboot and refuses writes to /usr and /etc", async 
     expect(await sh(ssh, "cat ~/persist.txt")).toBe(token);
     expect(await sh(ssh, "realpath ~/persist.txt")).toMatch(/^\/var\/home\//);
   });
+  await s.step("the journal of the previous boot is kept on /var", async () => {
+    expect(Number(await sh(ssh, "sudo -n journalctl --list-boots | grep -cE '^ *-?[0-9]+ '"))).toBeGreaterThanOrEqual(2);
+  });
   ssh.close();
 });

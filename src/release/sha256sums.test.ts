@@ -1,0 +1,40 @@
+import { describe, expect, it } from "vitest";
+import { parseSha256Sums, renderSha256Sums } from "./sha256sums.js";
+
+const h = (c: string) => c.repeat(64);
+
+describe("SHA256SUMS", () => {
+  it("writes '<hash>  <name>' lines, sorted, each ending in LF", () => {
+    const text = renderSha256Sums([
+      { name: "b.efi", sha256: h("b") },
+      { name: "a.raw.xz", sha256: h("a") },
+    ]);
+    expect(text).toBe(`${h("a")}  a.raw.xz\n${h("b")}  b.efi\n`);
+    expect(parseSha256Sums(text).map((e) => e.name)).toEqual(["a.raw.xz", "b.efi"]);
+  });
+
+  it("writes an empty index as zero bytes (valid: no versions)", () => {
+    expect(renderSha256Sums([])).toBe("");
+    expect(parseSha256Sums("")).toEqual([]);
+  });
+
+  it("refuses names the client would reject, and duplicates", () => {
+    expect(() => renderSha256Sums([{ name: "dir/x", sha256: h("a") }])).toThrow(/cannot appear/);
+    expect(() => renderSha256Sums([{ name: "x\ry", sha256: h("a") }])).toThrow(/cannot appear/);
+    expect(() => renderSha256Sums([{ name: "..", sha256: h("a") }])).toThrow(/cannot appear/);
+    expect(() => renderSha256Sums([{ name: "x", sha256: "abc" }])).toThrow(/not a SHA-256/);
+    expect(() =>
+      renderSha256Sums([
+        { name: "x", sha256: h("a") },
+        { name: "x", sha256: h("b") },
+      ]),
+    ).toThrow(/twice/);
+  });
+
+  it("parses like the client: binary-mode '*', upper-case hex; rejects a missing final LF and CRLF", () => {
+    expect(parseSha256Sums(`${h("A")} *x.efi\n`)).toEqual([{ name: "x.efi", sha256: h("a") }]);
+    expect(() => parseSha256Sums(`${h("a")}  x.efi`)).toThrow(/truncated/);
+    expect(() => parseSha256Sums(`${h("a")}  x.efi\r\n`)).toThrow(/malformed|cannot appear/);
+    expect(() => parseSha256Sums(`\n`)).toThrow(/malformed/);
+  });
+});
