@@ -66,6 +66,8 @@ export const feature: Feature = {
           ["Type", "oneshot"],
           ["RemainAfterExit", "yes"],
           ["ExecStart", "/usr/lib/basalt/health-check"],
+          // Why a boot is not good belongs on the screen too, not only in the journal.
+          ["StandardOutput", "journal+console"],
         ],
       ],
       ["Install", [["RequiredBy", "boot-complete.target"]]],

@@ -72,7 +72,12 @@ async function publish(app: FastifyInstance, version: string, files: Record<stri
 }
 
 const v1 = { "demo_1.0.efi": randomBytes(5000), "demo_1.0.root-x86-64.11111111-2222-3333-4444-555555555555.raw.xz": randomBytes(20000) };
-const v2 = { "demo_2.0.efi": randomBytes(6000), "demo_2.0.root-x86-64.66666666-2222-3333-4444-555555555555.raw.xz": randomBytes(21000) };
+const v2 = {
+  "demo_2.0.efi": randomBytes(6000),
+  "demo_2.0.root-x86-64.66666666-2222-3333-4444-555555555555.raw.xz": randomBytes(21000),
+  // Real names run past 64 characters.
+  "demo_2.0.root-x86-64-verity-sig.66666666-2222-3333-4444-555555555555.raw.xz": randomBytes(300),
+};
 
 describe("basalt serve: what devices see", () => {
   it("offers an empty, valid index before anything is published", async () => {

@@ -34,6 +34,8 @@ export interface ServerOptions {
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const ARCH = /^[a-z0-9_-]{1,32}$/;
 const INDEX_FILES = new Set(["SHA256SUMS", "SHA256SUMS.gpg", "SHA256SUMS.asc"]);
+// What SHA256SUMS can name (<= 255 bytes); anything else cannot be a file of a release.
+const FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
 
 interface DeviceParams {
   channel: string;
@@ -48,7 +50,7 @@ export function createServer(options: ServerOptions): FastifyInstance {
   const { store } = options;
   const pinMs = (options.pinSeconds ?? 120) * 1000;
   const pins = new Map<string, { hash: string; until: number }>();
-  const app = Fastify({ logger: options.logger ?? false, disableRequestLogging: false, bodyLimit: 1 << 20 });
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1 << 20 });
   // Static file serving gives Range, ETag, Last-Modified and HEAD; no Content-Encoding is ever applied.
   void app.register(fastifyStatic, { root: "/nonexistent", serve: false, preCompressed: false });
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
@@ -76,7 +78,7 @@ export function createServer(options: ServerOptions): FastifyInstance {
 
   app.get("/v1/:channel/:image/:arch/:machine/:booted/:file", async (req: FastifyRequest<{ Params: DeviceParams }>, reply: FastifyReply) => {
     const p = req.params;
-    if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine) || !VERSION.test(p.booted) || !NAME.test(p.file)) {
+    if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine) || !VERSION.test(p.booted) || !FILE.test(p.file)) {
       return reply.code(404).send();
     }
     const state = store.channel(p.image, p.channel);
