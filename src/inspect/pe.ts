@@ -62,21 +62,18 @@ export function parseUki(buf: Buffer, what: string): UkiInfo {
   const sections = readPeSections(buf, what);
   const base: Record<string, Buffer> = {};
   const profiles: UkiProfile[] = [];
-  let current: { fields: Record<string, string>; cmdline?: string } | undefined;
+  // Sections before the first .profile are the base; after it, each belongs to the latest profile.
+  let inProfiles = false;
   for (const s of sections) {
     if (s.name === ".profile") {
-      current = { fields: parseOsRelease(text(s.data)) };
-      profiles.push({ index: profiles.length });
+      inProfiles = true;
+      const { ID: id, TITLE: title } = parseOsRelease(text(s.data));
+      profiles.push({ index: profiles.length, ...(id ? { id } : {}), ...(title ? { title } : {}) });
       continue;
     }
-    if (current) {
-      if (s.name === ".cmdline") current.cmdline = text(s.data);
+    if (inProfiles) {
       const p = profiles[profiles.length - 1];
-      if (p) {
-        const id = current.fields.ID;
-        const title = current.fields.TITLE;
-        Object.assign(p, id ? { id } : {}, title ? { title } : {}, current.cmdline !== undefined ? { cmdline: current.cmdline } : {});
-      }
+      if (s.name === ".cmdline" && p) p.cmdline = text(s.data);
     } else if (!(s.name in base)) {
       base[s.name] = s.data;
     }

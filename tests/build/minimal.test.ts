@@ -64,7 +64,7 @@ describe("basalt build examples/minimal", () => {
     expect(uki?.osRelease).toMatchObject({ IMAGE_ID: "minimal", IMAGE_VERSION: "1.0" });
     expect(uki?.cmdline).toContain("systemd.machine_id=firmware");
     // "normal" first: see features/boot.ts (systemd-boot 257 may pick the first extra profile).
-    expect(uki?.profiles.map((p) => p.id)).toEqual([undefined, "normal", "factory-reset", "storage-target"]);
+    expect(uki?.profiles.map((p) => p.id)).toEqual(["main", "normal", "factory-reset", "storage-target"]);
     expect(uki?.profiles.find((p) => p.id === "normal")?.cmdline).not.toContain("systemd.factory_reset");
     expect(uki?.profiles.find((p) => p.id === "factory-reset")?.cmdline).toContain("systemd.factory_reset=1");
   });
