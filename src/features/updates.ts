@@ -111,7 +111,7 @@ export const feature: Feature = {
     ]);
     // /etc/systemd/import-pubring.gpg, when present, is the only keyring systemd-pull uses: the
     // vendor one trusts other distributions' keys.
-    tree.copyOptional("image/etc/systemd/import-pubring.gpg", `${ctx.dir}/keys/update.pgp.keyring`, "keys/update.pgp.keyring");
+    tree.copy("image/etc/systemd/import-pubring.gpg", `${ctx.dir}/keys/update.pgp.keyring`, "keys/update.pgp.keyring", { optional: true });
     // Updates start only from a good boot, so the fallback is never replaced by an unproven version.
     tree.imageIni("usr/lib/systemd/system/systemd-sysupdate.service.d/10-basalt.conf", [
       [

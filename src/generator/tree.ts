@@ -105,15 +105,10 @@ export class MkosiTree {
     return this;
   }
 
-  copy(path: string, from: string, label: string): this {
+  /** Copies a user file or directory; an `optional` one whose source is missing is left out. */
+  copy(path: string, from: string, label: string, options: { optional?: boolean } = {}): this {
     if (this.entries.has(path)) throw new Error(`generated file ${path} written twice`);
-    this.entries.set(path, { kind: "copy", from, label });
-    return this;
-  }
-
-  copyOptional(path: string, from: string, label: string): this {
-    if (this.entries.has(path)) throw new Error(`generated file ${path} written twice`);
-    this.entries.set(path, { kind: "copy", from, label, optional: true });
+    this.entries.set(path, { kind: "copy", from, label, ...(options.optional ? { optional: true } : {}) });
     return this;
   }
 

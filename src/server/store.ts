@@ -238,7 +238,3 @@ export class LocalStore implements ReleaseStore {
     return undefined;
   }
 }
-
-export function openFile(ref: FileRef): Readable {
-  return createReadStream(ref.path);
-}

@@ -1,7 +1,7 @@
 // What `basalt vm …` acts on: an appliance directory (its built image, user and login key, VMs kept
 // under out/vms/NAME), a VM directory, or a raw disk image.
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { loadAppliance, resolveDefinitionPath } from "../definition/load.js";
 import { UserError } from "../errors.js";
 
@@ -43,5 +43,3 @@ export function resolveVmTarget(arg: string, name: string, vmDirOption?: string)
     ...(identity ? { identity } : {}),
   };
 }
-
-export const vmName = (vmDir: string) => basename(vmDir);
