@@ -34,6 +34,13 @@ function followConsole(file: string, from: number): () => void {
   return () => unwatchFile(file, pump);
 }
 
+/** The existing VM a command names, with the tools it runs on. */
+async function openTargetVm(target: string, o: TargetOptions): Promise<{ machine: Vm; tools: VmTools }> {
+  const t = resolveVmTarget(target, o.name, o.vmDir);
+  const tools = await ensureVmTools(createReporter({ quiet: true }));
+  return { machine: Vm.open(t.vmDir, tools), tools };
+}
+
 async function sshArgv(vm: Vm, tools: VmTools, identity: string | undefined): Promise<string[]> {
   const key = identity ?? vm.config.identity;
   const base = [
@@ -150,9 +157,7 @@ export function registerVmCommands(program: Command): void {
     .option("--identity <key>", "private key to log in with")
     .description("log in to a running VM with the appliance's key")
     .action(async (target: string, command: string[], o: TargetOptions & { identity?: string }) => {
-      const t = resolveVmTarget(target, o.name, o.vmDir);
-      const tools = await ensureVmTools(createReporter({ quiet: true }));
-      const machine = Vm.open(t.vmDir, tools);
+      const { machine, tools } = await openTargetVm(target, o);
       if (!machine.running()) throw new UserError(`VM ${machine.dir} is not running`, `start it with 'basalt vm start ${target}'`);
       process.exitCode = await runInteractive([...(await sshArgv(machine, tools, o.identity)), ...command], { env: tools.env });
     });
@@ -164,8 +169,7 @@ export function registerVmCommands(program: Command): void {
     .option("--power-off", "pull the plug instead of an ACPI shutdown")
     .description("shut a VM down (ACPI power button, then kill after 2 minutes)")
     .action(async (target: string, o: TargetOptions & { powerOff?: boolean }) => {
-      const t = resolveVmTarget(target, o.name, o.vmDir);
-      const machine = Vm.open(t.vmDir, await ensureVmTools(createReporter({ quiet: true })));
+      const { machine } = await openTargetVm(target, o);
       if (o.powerOff) await machine.powerOff();
       else await machine.shutdown();
     });
@@ -177,8 +181,7 @@ export function registerVmCommands(program: Command): void {
     .option("--json", "print as JSON")
     .description("show a VM's settings and whether it runs")
     .action(async (target: string, o: TargetOptions & { json?: boolean }) => {
-      const t = resolveVmTarget(target, o.name, o.vmDir);
-      const machine = Vm.open(t.vmDir, await ensureVmTools(createReporter({ quiet: true })));
+      const { machine } = await openTargetVm(target, o);
       const status = { vmDir: machine.dir, running: machine.running(), runtime: machine.runtime() ?? null, ...machine.config };
       if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
       else

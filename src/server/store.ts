@@ -8,7 +8,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import {
   appendFileSync,
-  createReadStream,
   createWriteStream,
   existsSync,
   mkdirSync,

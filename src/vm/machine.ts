@@ -58,6 +58,12 @@ export async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Console text without terminal escapes (colours, cursor moves), for matching and for reports. */
+function plainText(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escapes are control characters
+  return text.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, "");
+}
+
 export class Vm {
   private daemons: Daemon[] = [];
 
@@ -143,8 +149,7 @@ export class Vm {
   /** The last lines of the console, without colour escapes: what a failure report shows. */
   consoleTail(lines = 40): string {
     const text = this.serialSince(Math.max(0, this.serialMark() - 64 * 1024));
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escapes are control characters
-    const plain = text.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, "").replace(/\r/g, "");
+    const plain = plainText(text).replace(/\r/g, "");
     return plain.split("\n").slice(-lines).join("\n");
   }
 
@@ -255,8 +260,7 @@ export class Vm {
   async waitForConsole(pattern: RegExp, options: { mark: number; timeoutMs: number }): Promise<RegExpMatchArray> {
     const deadline = Date.now() + options.timeoutMs;
     for (;;) {
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escapes are control characters
-      const text = this.serialSince(options.mark).replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, "");
+      const text = plainText(this.serialSince(options.mark));
       const m = text.match(pattern);
       if (m) return m;
       if (!this.running()) throw new Error(`the VM stopped while waiting for ${pattern}`);
