@@ -33,6 +33,20 @@ function refreshDefinition(dir: string): void {
 }
 
 /**
+ * Builds the appliance in `dir`; returns the seconds it took, or 0 when BASALT_E2E_REUSE=1 and
+ * `image` was built from the same definition text before.
+ */
+async function buildUnlessReusable(dir: string, image: string): Promise<number> {
+  const stamp = join(dir, "out", ".e2e-definition");
+  const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
+  if (process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition) return 0;
+  const start = performance.now();
+  await buildAppliance(dir, { reporter: createReporter({ live: false }) });
+  writeFileSync(stamp, definition);
+  return (performance.now() - start) / 1000;
+}
+
+/**
  * Builds the definition in `source` (a folder holding appliance.toml and whatever it refers to) as
  * `name`. BASALT_E2E_REUSE=1 keeps an image already built from the same definition.
  */
@@ -45,16 +59,7 @@ export async function prepareImage(name: string, source: string): Promise<BuiltI
   ensureLoginKey(identity, `basalt-e2e-${name}`);
   const { appliance } = loadAppliance(dir);
   const image = join(dir, "out", appliance.version, `${appliance.id}_${appliance.version}.raw`);
-  const stamp = join(dir, "out", ".e2e-definition");
-  const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
-  let buildSeconds = 0;
-  const reusable = process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition;
-  if (!reusable) {
-    const start = performance.now();
-    await buildAppliance(dir, { reporter: createReporter({ live: false }) });
-    buildSeconds = (performance.now() - start) / 1000;
-    writeFileSync(stamp, definition);
-  }
+  const buildSeconds = await buildUnlessReusable(dir, image);
   return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds };
 }
 
@@ -70,14 +75,6 @@ export async function prepareVersion(base: BuiltImage, name: string, version: st
   const toml = readFileSync(join(base.dir, "appliance.toml"), "utf8").replace(/^version = ".*"$/m, `version = "${version}"`);
   writeFileSync(join(dir, "appliance.toml"), `${toml}\n${extra}`);
   const image = join(dir, "out", version, `${base.id}_${version}.raw`);
-  const stamp = join(dir, "out", ".e2e-definition");
-  const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
-  let buildSeconds = 0;
-  if (!(process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition)) {
-    const start = performance.now();
-    await buildAppliance(dir, { reporter: createReporter({ live: false }) });
-    buildSeconds = (performance.now() - start) / 1000;
-    writeFileSync(stamp, definition);
-  }
+  const buildSeconds = await buildUnlessReusable(dir, image);
   return { ...base, name, dir, image, version, buildSeconds };
 }
