@@ -70,7 +70,8 @@ export function createServer(options: ServerOptions): FastifyInstance {
     const key = `${state.id}/${state.channel}/${machine}`;
     const now = Date.now();
     const pin = pins.get(key);
-    if (pin && pin.until > now && store.snapshot(state.id, pin.hash)) return store.snapshot(state.id, pin.hash);
+    const pinned = pin && pin.until > now ? store.snapshot(state.id, pin.hash) : undefined;
+    if (pinned) return pinned;
     pins.set(key, { hash: state.snapshot, until: now + pinMs });
     if (pins.size > 100_000) for (const [k, v] of pins) if (v.until <= now) pins.delete(k);
     return store.snapshot(state.id, state.snapshot);

@@ -6,18 +6,7 @@
 //   channels/<id>/<channel>.json                       swapped atomically (rename)
 //   audit.jsonl                                        who published or promoted what, when
 import { createHash, randomUUID } from "node:crypto";
-import {
-  appendFileSync,
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -84,6 +73,7 @@ export function checkName(kind: string, value: string, re = NAME): void {
 export class LocalStore implements ReleaseStore {
   /** How many versions a channel's index keeps listing (devices only ever move forward). */
   readonly keepVersions = 3;
+  private readonly manifests = new Map<string, ReleaseManifest>();
 
   constructor(
     readonly root: string,
@@ -107,8 +97,15 @@ export class LocalStore implements ReleaseStore {
   }
 
   release(id: string, version: string): ReleaseManifest | undefined {
-    const f = join(this.releaseDir(id, version), "release.json");
-    return existsSync(f) ? (JSON.parse(readFileSync(f, "utf8")) as ReleaseManifest) : undefined;
+    const dir = this.releaseDir(id, version);
+    // Committed releases never change, so each release.json is read once, not on every download.
+    const cached = this.manifests.get(dir);
+    if (cached) return cached;
+    const f = join(dir, "release.json");
+    if (!existsSync(f)) return undefined;
+    const manifest = JSON.parse(readFileSync(f, "utf8")) as ReleaseManifest;
+    this.manifests.set(dir, manifest);
+    return manifest;
   }
 
   beginRelease(manifest: ReleaseManifest): void {
