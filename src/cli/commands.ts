@@ -12,6 +12,7 @@ import { createKeySet, ensureUpdateKeyIn, keysDir, loadKeySet } from "../keys/ke
 import { createRelease } from "../release/release.js";
 import { createReporter } from "../report/reporter.js";
 import { renderDoctor, runDoctor } from "../toolchain/doctor.js";
+import { registerFleetCommands } from "./fleet-commands.js";
 import { registerServerCommands } from "./server-commands.js";
 import { registerVmCommands } from "./vm-commands.js";
 
@@ -135,6 +136,7 @@ export function registerCommands(program: Command): void {
     });
 
   registerServerCommands(program);
+  registerFleetCommands(program);
   registerVmCommands(program);
 
   program

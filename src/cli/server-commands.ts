@@ -1,66 +1,155 @@
-// basalt serve and basalt publish: the update server and the operator's side of it.
+// basalt serve and basalt publish: the fleet server and the operator's way of publishing to it.
 import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Command } from "commander";
 import pc from "picocolors";
+import { timespanSeconds } from "../definition/types.js";
 import { UserError } from "../errors.js";
+import type { RolloutOptions } from "../fleet/fleet.js";
 import { signDetached, updateKeyPaths } from "../keys/update-key.js";
 import { createReporter } from "../report/reporter.js";
+import { loadOperators, loadOrCreateSecret } from "../server/auth.js";
 import { publishRelease } from "../server/publish.js";
-import { createServer } from "../server/server.js";
-import { LocalStore } from "../server/store.js";
+import { createServer, openFleet } from "../server/server.js";
 
-/** The operator token: BASALT_TOKEN, or the first line of a file (never a command-line argument). */
-function readToken(file: string | undefined): string | undefined {
+/** A secret token: the first line of a file (never a command-line argument, which `ps` shows), or `env`. */
+export function readToken(file: string | undefined, env = "BASALT_TOKEN"): string | undefined {
   if (file) {
     if (!existsSync(file)) throw new UserError(`${file}: no such token file`);
     const t = readFileSync(file, "utf8").split("\n")[0]?.trim();
     if (!t || t.length < 16) throw new UserError(`${file}: the token must be at least 16 characters`);
     return t;
   }
-  return process.env.BASALT_TOKEN || undefined;
+  return process.env[env] || undefined;
+}
+
+const seconds = (flag: string) => (v: string) => {
+  if (/^\d+$/.test(v)) return Number(v);
+  try {
+    return timespanSeconds(v);
+  } catch {
+    throw new UserError(`${flag}: expected seconds or a time span such as 30min, 6h or 1d, not ${JSON.stringify(v)}`);
+  }
+};
+
+const percentage = (flag: string) => (v: string) => {
+  const n = Number(v.replace(/%$/, ""));
+  if (!Number.isFinite(n) || n < 0 || n > 100) throw new UserError(`${flag}: expected a percentage from 0 to 100, not ${JSON.stringify(v)}`);
+  return n;
+};
+
+/** The rollout flags `publish` and `fleet rollout` share. */
+export function addRolloutOptions(cmd: Command): Command {
+  return cmd
+    .option("--percent <n>", "share of the channel's devices to offer it to (default 100)", percentage("--percent"))
+    .option("--steps <list>", "raise the rollout through these percentages, e.g. 10,50,100")
+    .option("--every <span>", "time between steps (30min, 6h, 1d)", seconds("--every"))
+    .option("--max-failure-rate <r>", "pause when more than this share of devices that took it fail (0-1, default 0.2)", Number)
+    .option("--min-devices <n>", "…counted once this many devices took it (default 3)", Number);
+}
+
+export interface RolloutFlags {
+  percent?: number;
+  steps?: string;
+  every?: number;
+  maxFailureRate?: number;
+  minDevices?: number;
+}
+
+export function rolloutOptions(o: RolloutFlags): RolloutOptions {
+  const out: RolloutOptions = {};
+  if (o.percent !== undefined) out.percent = o.percent;
+  if (o.steps !== undefined) out.steps = o.steps.split(",").map((s) => percentage("--steps")(s.trim()));
+  if (o.every !== undefined) out.stepSeconds = o.every;
+  if (o.steps && o.every === undefined) throw new UserError("--steps needs --every (the time between steps)");
+  if (o.maxFailureRate !== undefined) out.maxFailureRate = o.maxFailureRate;
+  if (o.minDevices !== undefined) out.minDevices = o.minDevices;
+  return out;
+}
+
+interface ServeOptions {
+  data: string;
+  keys: string;
+  database?: string;
+  host: string;
+  port: string;
+  tokenFile?: string;
+  operatorsFile?: string;
+  secretFile?: string;
+  fleetTokenFile?: string;
+  publicMetrics?: boolean;
+  holdSeconds: number;
 }
 
 export function registerServerCommands(program: Command): void {
   program
     .command("serve")
-    .requiredOption("--data <dir>", "where releases, channels and signed indexes are kept")
-    .requiredOption("--keys <dir>", "an appliance keys directory holding update.pgp.key (signs channel indexes)")
+    .requiredOption("--data <dir>", "where release files are kept (and the SQLite database by default)")
+    .requiredOption("--keys <dir>", "an appliance keys directory holding update.pgp.key (signs the indexes devices see)")
+    .option("--database <url>", "fleet database: a SQLite file or a postgres:// URL (or BASALT_DATABASE; default DATA/fleet.db)")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on", "8080")
-    .option("--token-file <file>", "operator token for publishing (or BASALT_TOKEN)")
-    .description("serve releases to systemd-sysupdate on devices, with channels and an operator API")
-    .action(async (o: { data: string; keys: string; host: string; port: string; tokenFile?: string }) => {
+    .option("--token-file <file>", "operator token for the API and the dashboard (or BASALT_TOKEN)")
+    .option("--operators-file <file>", "NAME:HASH lines (basalt fleet hash-password) who may sign in to the dashboard")
+    .option(
+      "--secret-file <file>",
+      "the server secret for sessions and device tokens, made on first use; give replicas the same one (default DATA/server.secret)",
+    )
+    .option("--fleet-token-file <file>", "one token every device may report with, besides its own (weaker; see docs/fleet.md)")
+    .option("--public-metrics", "serve /metrics without operator credentials")
+    .option("--hold-seconds <n>", "how long a device keeps the index it was shown", seconds("--hold-seconds"), 120)
+    .description("the fleet server: releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics")
+    .action(async (o: ServeOptions) => {
       const key = updateKeyPaths(o.keys);
       if (!existsSync(key.key)) throw new UserError(`${o.keys}: no update.pgp.key`, "run 'basalt keys init DIR' for the appliance");
       const token = readToken(o.tokenFile);
-      const store = new LocalStore(o.data, (index) => signDetached(key, index));
-      const app = createServer({ store, ...(token ? { token } : {}), logger: { level: "info" } });
+      const operators = o.operatorsFile ? loadOperators(o.operatorsFile) : [];
+      const fleetToken = o.fleetTokenFile ? readToken(o.fleetTokenFile, "BASALT_FLEET_TOKEN") : undefined;
+      const database = o.database ?? process.env.BASALT_DATABASE;
+      const fleet = await openFleet({ data: o.data, ...(database ? { database } : {}), sign: (index) => signDetached(key, index), holdSeconds: o.holdSeconds });
+      const secret = loadOrCreateSecret(o.secretFile ?? join(o.data, "server.secret"));
+      const app = createServer({
+        fleet,
+        auth: { secret, ...(token ? { token } : {}), operators, ...(fleetToken ? { fleetToken } : {}) },
+        logger: { level: "info" },
+        publicMetrics: Boolean(o.publicMetrics),
+      });
+      // Scheduled rollout steps and automatic pauses; every replica may run it, each change applies once.
+      const timer = setInterval(() => void fleet.tick().catch((e: Error) => app.log.error({ err: e.message }, "rollout scheduler")), 10_000);
       const stop = async () => {
+        clearInterval(timer);
         await app.close();
+        await fleet.db.close();
         process.exit(0);
       };
       process.on("SIGINT", () => void stop());
       process.on("SIGTERM", () => void stop());
       await app.listen({ host: o.host, port: Number(o.port) });
-      if (!token) app.log.warn("no operator token: the API refuses every request");
+      if (!token && !operators.length) app.log.warn("no operator token and no operators: the API and the dashboard refuse everyone");
     });
 
-  program
-    .command("publish")
-    .argument("<dir>", "appliance directory; publishes the release of its definition's version")
-    .requiredOption("--server <url>", "update server base URL")
-    .option("--channel <name>", "channel to offer the release on", "stable")
-    .option("--token-file <file>", "operator token (or BASALT_TOKEN)")
-    .option("--json", "print the channel's new state as JSON")
-    .description("upload a release to a basalt update server and offer it on a channel")
-    .action(async (dir: string, o: { server: string; channel: string; tokenFile?: string; json?: boolean }) => {
+  addRolloutOptions(
+    program
+      .command("publish")
+      .argument("<dir>", "appliance directory; publishes the release of its definition's version")
+      .requiredOption("--server <url>", "update server base URL")
+      .option("--channel <name>", "channel to offer the release on", "stable")
+      .option("--token-file <file>", "operator token (or BASALT_TOKEN)")
+      .option("--json", "print the channel's new state as JSON"),
+  )
+    .description("upload a release to a basalt update server and offer it on a channel (all at once, or as a staged rollout)")
+    .action(async (dir: string, o: { server: string; channel: string; tokenFile?: string; json?: boolean } & RolloutFlags) => {
       const token = readToken(o.tokenFile);
       if (!token) throw new UserError("no operator token", "pass --token-file or set BASALT_TOKEN");
+      const rollout = rolloutOptions(o);
       const reporter = createReporter({ quiet: Boolean(o.json) });
       reporter.phase("Publish");
-      const state = await publishRelease(dir, { server: o.server, token, channel: o.channel, reporter });
+      const state = await publishRelease(dir, { server: o.server, token, channel: o.channel, rollout, reporter });
       reporter.done();
       if (o.json) process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
-      else process.stdout.write(`${pc.green("published")} ${state.id}: ${o.channel} now offers ${state.versions.join(", ")}\n`);
+      else {
+        const offered = state.rollouts.map((r) => `${r.version}${r.percent < 100 ? ` (${r.percent}%)` : ""}${r.paused ? " paused" : ""}`).join(", ");
+        process.stdout.write(`${pc.green("published")} ${state.id}: ${o.channel} now offers ${offered}\n`);
+      }
     });
 }

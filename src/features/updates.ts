@@ -2,11 +2,10 @@
 // and the UKI (last, so a device only boots a version whose partitions are all in place), the
 // appliance's update key as the only key gpg trusts, and a timer that runs only from a good boot.
 import { z } from "zod";
+import { timespan } from "../definition/types.js";
 import type { IniSection } from "../generator/tree.js";
 import { slotLabels } from "./disk.js";
 import type { Feature } from "./feature.js";
-
-const timespan = () => z.string().regex(/^\d+(s|min|h|d|w)$/, "a systemd time span such as 30min, 6h or 1d");
 
 export const keys = {
   update: z

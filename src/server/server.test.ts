@@ -7,8 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureUpdateKey, signDetached, type UpdateKeyPaths, verifyDetached } from "../keys/update-key.js";
 import type { ReleaseManifest } from "../release/release.js";
 import { parseSha256Sums } from "../release/sha256sums.js";
-import { createServer } from "./server.js";
-import { LocalStore } from "./store.js";
+import { createServer, openFleet } from "./server.js";
 
 const TOKEN = "s3cret-operator-token";
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -28,11 +27,11 @@ afterEach(async () => {
   for (const a of apps.splice(0)) await a.close();
 });
 
-function server(token: string | null = TOKEN) {
-  const store = new LocalStore(mkdtempSync(join(tmpdir(), "basalt-srv-")), (index) => signDetached(key, index));
-  const app = createServer({ store, ...(token ? { token } : {}), pinSeconds: 60 });
+async function server(token: string | null = TOKEN) {
+  const fleet = await openFleet({ data: mkdtempSync(join(tmpdir(), "basalt-srv-")), sign: (index) => signDetached(key, index), holdSeconds: 60 });
+  const app = createServer({ fleet, auth: { secret: randomBytes(32), ...(token ? { token } : {}) } });
   apps.push(app);
-  return { app, store };
+  return { app, fleet };
 }
 
 function release(version: string, files: Record<string, Buffer>): ReleaseManifest {
@@ -80,16 +79,19 @@ const v2 = {
 };
 
 describe("basalt serve: what devices see", () => {
-  it("offers an empty, valid index before anything is published", async () => {
-    const { app } = server();
+  it("offers an empty, signed index before anything is published", async () => {
+    const { app } = await server();
     const r = await app.inject(dev("SHA256SUMS"));
     expect(r.statusCode).toBe(200);
     expect(r.rawPayload.length).toBe(0);
+    const sig = await app.inject(dev("SHA256SUMS.gpg"));
+    expect(sig.statusCode).toBe(200);
+    expect(await verifyDetached(publicKey, r.rawPayload, sig.rawPayload)).toBe(true);
     expect((await app.inject(dev("demo_1.0.efi"))).statusCode).toBe(404);
   });
 
   it("serves a signed index of the channel's versions and the files it lists, byte for byte", async () => {
-    const { app } = server();
+    const { app } = await server();
     await publish(app, "1.0", v1);
     await publish(app, "2.0", v2);
     const index = await app.inject(dev("SHA256SUMS"));
@@ -111,7 +113,7 @@ describe("basalt serve: what devices see", () => {
   });
 
   it("answers HEAD, Range and conditional requests", async () => {
-    const { app } = server();
+    const { app } = await server();
     await publish(app, "1.0", v1);
     const name = "demo_1.0.efi";
     const head = await app.inject({ method: "HEAD", url: dev(name) });
@@ -127,7 +129,7 @@ describe("basalt serve: what devices see", () => {
   });
 
   it("never serves anything outside the channel's releases", async () => {
-    const { app } = server();
+    const { app } = await server();
     await publish(app, "1.0", v1);
     await publish(app, "2.0", v2, "beta");
     for (const path of [
@@ -147,7 +149,7 @@ describe("basalt serve: what devices see", () => {
   });
 
   it("keeps index and signature of one device on one snapshot while a publish swaps the channel", async () => {
-    const { app } = server();
+    const { app } = await server();
     await publish(app, "1.0", v1);
     const devices = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(32, "0"));
     const pairs = devices.map(async (m, i) => {
@@ -167,16 +169,16 @@ describe("basalt serve: what devices see", () => {
 
 describe("basalt serve: operator API", () => {
   it("refuses missing or wrong tokens, and everything when no token is configured", async () => {
-    const { app } = server();
+    const { app } = await server();
     expect((await app.inject({ method: "GET", url: "/api/v1/channels" })).statusCode).toBe(401);
     expect((await app.inject({ method: "GET", url: "/api/v1/channels", headers: { authorization: "Bearer nope" } })).statusCode).toBe(401);
     expect((await app.inject({ method: "POST", url: "/api/v1/channels/stable/promote", payload: { id: "demo", version: "1.0" } })).statusCode).toBe(401);
-    const open = server(null).app;
+    const open = (await server(null)).app;
     expect((await open.inject({ method: "GET", url: "/api/v1/channels", headers: auth })).statusCode).toBe(401);
   });
 
   it("rejects a file whose hash differs from the release manifest, and commits only complete releases", async () => {
-    const { app, store } = server();
+    const { app, fleet } = await server();
     const m = release("1.0", v1);
     await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: m });
     const bad = await app.inject({
@@ -189,13 +191,13 @@ describe("basalt serve: operator API", () => {
     expect(bad.json().error).toMatch(/does not match/);
     const commit = await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0/commit", headers: auth });
     expect(commit.statusCode).toBe(400);
-    expect(store.hasRelease("demo", "1.0")).toBe(false);
+    expect(await fleet.db.release("demo", "1.0")).toBeUndefined();
     const promote = await app.inject({ method: "POST", url: "/api/v1/channels/stable/promote", headers: auth, payload: { id: "demo", version: "1.0" } });
     expect(promote.statusCode).toBe(400);
   });
 
   it("does not let a published version change", async () => {
-    const { app } = server();
+    const { app } = await server();
     await publish(app, "1.0", v1);
     const again = await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: release("1.0", v2) });
     expect(again.statusCode).toBe(400);
@@ -214,11 +216,11 @@ describe("basalt publish", () => {
     mkdirSync(rel, { recursive: true });
     for (const [name, b] of Object.entries(v1)) writeFileSync(join(rel, name), b);
     writeFileSync(join(rel, "release.json"), JSON.stringify(release("1.0", v1)));
-    const { app, store } = server();
+    const { app, fleet } = await server();
     const url = await app.listen({ host: "127.0.0.1", port: 0 });
     const reporter = createReporter({ quiet: true });
     await expect(publishRelease(dir, { server: url, token: "wrong-token-wrong-token", channel: "stable", reporter })).rejects.toThrow(/401/);
-    expect(store.channel("demo", "stable")).toBeUndefined();
+    expect(await fleet.db.channel("demo", "stable")).toBeUndefined();
     const state = await publishRelease(dir, { server: url, token: TOKEN, channel: "stable", reporter });
     expect(state.versions).toEqual(["1.0"]);
     const index = await (await fetch(`${url}${dev("SHA256SUMS")}`)).text();

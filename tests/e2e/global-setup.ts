@@ -1,4 +1,5 @@
 // Builds the shared appliance image once per run; every scenario boots its own overlay of it.
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { type BuiltImage, E2E_ROOT, prepareImage } from "./harness/image.js";
@@ -11,7 +12,7 @@ declare module "vitest" {
 
 export default async function setup(project: TestProject): Promise<void> {
   const start = performance.now();
-  const image = await prepareImage("shared", join(E2E_ROOT, "fixtures", "appliance"));
+  const image = await prepareImage("shared", join(E2E_ROOT, "fixtures", "appliance"), randomUUID());
   console.log(
     `e2e: shared image ${image.image} (${image.buildSeconds ? `built in ${image.buildSeconds.toFixed(0)} s` : "reused"}, setup ${((performance.now() - start) / 1000).toFixed(0)} s)`,
   );

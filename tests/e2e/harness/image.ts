@@ -25,6 +25,8 @@ export interface BuiltImage {
   user: string;
   identity: string;
   buildSeconds: number;
+  /** The e2e run that prepared it: images built earlier in the same run are reused. */
+  run: string;
 }
 
 /** Removes a previous copy of the definition (not its keys, not its build cache and outputs). */
@@ -33,16 +35,20 @@ function refreshDefinition(dir: string): void {
 }
 
 /**
- * Builds the appliance in `dir`; returns the seconds it took, or 0 when BASALT_E2E_REUSE=1 and
- * `image` was built from the same definition text before.
+ * Builds the appliance in `dir`; returns the seconds it took, or 0 when `image` was built from the
+ * same definition text earlier in this run (scenarios share versions), or in any run with
+ * BASALT_E2E_REUSE=1.
  */
-async function buildUnlessReusable(dir: string, image: string): Promise<number> {
-  const stamp = join(dir, "out", ".e2e-definition");
+async function buildUnlessReusable(dir: string, image: string, run: string): Promise<number> {
+  const stamp = join(dir, "out", ".e2e-definition.json");
   const definition = readFileSync(join(dir, "appliance.toml"), "utf8");
-  if (process.env.BASALT_E2E_REUSE === "1" && existsSync(image) && existsSync(stamp) && readFileSync(stamp, "utf8") === definition) return 0;
+  if (existsSync(image) && existsSync(stamp)) {
+    const built = JSON.parse(readFileSync(stamp, "utf8")) as { run: string; definition: string };
+    if (built.definition === definition && (built.run === run || process.env.BASALT_E2E_REUSE === "1")) return 0;
+  }
   const start = performance.now();
   await buildAppliance(dir, { reporter: createReporter({ live: false }) });
-  writeFileSync(stamp, definition);
+  writeFileSync(stamp, JSON.stringify({ run, definition }));
   return (performance.now() - start) / 1000;
 }
 
@@ -50,7 +56,7 @@ async function buildUnlessReusable(dir: string, image: string): Promise<number> 
  * Builds the definition in `source` (a folder holding appliance.toml and whatever it refers to) as
  * `name`. BASALT_E2E_REUSE=1 keeps an image already built from the same definition.
  */
-export async function prepareImage(name: string, source: string): Promise<BuiltImage> {
+export async function prepareImage(name: string, source: string, run: string): Promise<BuiltImage> {
   const dir = join(workDir(), "appliances", name);
   mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
   refreshDefinition(dir);
@@ -59,8 +65,8 @@ export async function prepareImage(name: string, source: string): Promise<BuiltI
   ensureLoginKey(identity, `basalt-e2e-${name}`);
   const { appliance } = loadAppliance(dir);
   const image = join(dir, "out", appliance.version, `${appliance.id}_${appliance.version}.raw`);
-  const buildSeconds = await buildUnlessReusable(dir, image);
-  return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds };
+  const buildSeconds = await buildUnlessReusable(dir, image, run);
+  return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds, run };
 }
 
 /**
@@ -75,6 +81,6 @@ export async function prepareVersion(base: BuiltImage, name: string, version: st
   const toml = readFileSync(join(base.dir, "appliance.toml"), "utf8").replace(/^version = ".*"$/m, `version = "${version}"`);
   writeFileSync(join(dir, "appliance.toml"), `${toml}\n${extra}`);
   const image = join(dir, "out", version, `${base.id}_${version}.raw`);
-  const buildSeconds = await buildUnlessReusable(dir, image);
+  const buildSeconds = await buildUnlessReusable(dir, image, base.run);
   return { ...base, name, dir, image, version, buildSeconds };
 }

@@ -1,10 +1,11 @@
 // The suite catches what it claims to: on an image whose /etc is made writable (an overlay a unit
 // mounts once the system is up), the first-boot checks must fail, at the /etc step.
-import { afterAll, expect, it } from "vitest";
+import { afterAll, expect, inject, it } from "vitest";
 import { checkFirstBoot } from "../../harness/checks.js";
 import { prepareImage } from "../../harness/image.js";
 import { BOOT_TIMEOUT_MS, Scenario } from "../../harness/scenario.js";
 
+const shared = inject("sharedImage");
 const s = new Scenario("broken-guest");
 const probe = new Scenario("broken-guest-first-boot-checks");
 afterAll(async () => {
@@ -13,7 +14,7 @@ afterAll(async () => {
 });
 
 it("fails the first-boot checks when /etc is writable", async () => {
-  const image = await s.step("build the broken appliance", () => prepareImage("broken-guest", import.meta.dirname));
+  const image = await s.step("build the broken appliance", () => prepareImage("broken-guest", import.meta.dirname, shared.run));
   const vm = await s.boot("a", image);
   const ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
   await s.step("the breakage is in place", async () => {

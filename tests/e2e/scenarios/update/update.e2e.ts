@@ -1,64 +1,28 @@
 // Updates with the stock client: a VM on v1 takes v2 from basalt serve into the other slot and
 // boots it (v1 stays as the fallback, /var is kept); then v3, which never becomes healthy, is tried
 // as often as the boot counter allows, marked bad, and the device is back on v2 by itself.
-import { mkdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
 import { afterAll, expect, inject, it } from "vitest";
-import { keysDir } from "../../../../src/keys/keys.js";
-import { signDetached, updateKeyPaths } from "../../../../src/keys/update-key.js";
-import { createRelease } from "../../../../src/release/release.js";
-import { createReporter } from "../../../../src/report/reporter.js";
-import { publishRelease } from "../../../../src/server/publish.js";
-import { createServer } from "../../../../src/server/server.js";
-import { LocalStore } from "../../../../src/server/store.js";
-import type { SshSession } from "../../../../src/vm/ssh.js";
-import { type BuiltImage, prepareVersion, workDir } from "../../harness/image.js";
+import { prepareVersion } from "../../harness/image.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
+import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer, type UpdateServer, ukis, waitBlessed } from "../../harness/updates.js";
 
-// Baked into the fixture's update.url as http://10.0.2.2:18480/ (the host, seen from the guest).
-const PORT = 18480;
-const TOKEN = "e2e-operator-token-0123456789";
 const shared = inject("sharedImage");
 const s = new Scenario("update");
-let server: FastifyInstance | undefined;
+let server: UpdateServer | undefined;
 afterAll(async () => {
   await server?.close();
   await s.finish();
 });
-
-const reporter = createReporter({ live: false, quiet: true });
-const imageVersion = (ssh: SshSession) => sh(ssh, ". /etc/os-release; echo $IMAGE_VERSION");
-const ukis = async (ssh: SshSession) => (await sh(ssh, "sudo -n ls /boot/EFI/Linux")).split("\n").sort();
-
-async function waitBlessed(ssh: SshSession): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const status = (await ssh.exec("sudo -n /usr/lib/systemd/systemd-bless-boot status")).stdout.trim();
-    if (status === "good" || status === "clean") return;
-    if (Date.now() > deadline) throw new Error(`the boot was not blessed (status: ${status})`);
-    await new Promise((r) => setTimeout(r, 3000));
-  }
-}
-
-async function release(image: BuiltImage): Promise<void> {
-  await createRelease(image.dir, { reporter, allowDev: true });
-  await publishRelease(image.dir, { server: `http://127.0.0.1:${PORT}`, token: TOKEN, channel: "stable", reporter });
-}
 
 it("updates v1 → v2 into the other slot, then falls back from a v3 that never becomes healthy", async () => {
   const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
   const v3 = await s.step("build v3 (its health check can never pass)", () =>
     prepareVersion(shared, "update-v3", "3.0", '[health]\nunits = ["basalt-e2e-absent.service"]\n'),
   );
-  await s.step("start basalt serve and publish v2 on stable", async () => {
-    const data = join(workDir(), "server");
-    rmSync(data, { recursive: true, force: true });
-    mkdirSync(data, { recursive: true });
-    const key = updateKeyPaths(keysDir(shared.dir));
-    server = createServer({ store: new LocalStore(data, (index) => signDetached(key, index)), token: TOKEN });
-    await server.listen({ host: "127.0.0.1", port: PORT });
-    await release(v2);
+  const srv = await s.step("start basalt serve and publish v2 on stable", async () => {
+    server = await startUpdateServer(shared);
+    await releaseAndPublish(server, v2);
+    return server;
   });
 
   const vm = await s.boot("a", shared);
@@ -69,8 +33,11 @@ it("updates v1 → v2 into the other slot, then falls back from a v3 that never 
     await sh(ssh, "echo kept-across-updates > ~/data.txt && sync");
   });
   await s.step("systemd-sysupdate installs v2 into the other slot", async () => {
-    await sh(ssh, "sudo -n /usr/lib/systemd/systemd-sysupdate update");
-    const list = await sh(ssh, "sudo -n /usr/lib/systemd/systemd-sysupdate list --no-pager");
+    srv.downloaded.bytes = 0;
+    const start = performance.now();
+    await sh(ssh, `${SYSUPDATE} update`);
+    console.log(`update v1 → v2: ${(srv.downloaded.bytes / 1e6).toFixed(1)} MB downloaded, applied in ${((performance.now() - start) / 1000).toFixed(1)} s`);
+    const list = await sh(ssh, `${SYSUPDATE} list --no-pager`);
     expect(list).toMatch(/2\.0/);
     expect(await ukis(ssh)).toEqual(expect.arrayContaining([expect.stringMatching(/^e2e_1\.0(\+\d+(-\d+)?)?\.efi$/), "e2e_2.0+3-0.efi"]));
   });
@@ -85,8 +52,8 @@ it("updates v1 → v2 into the other slot, then falls back from a v3 that never 
   });
 
   await s.step("publish v3; systemd-sysupdate installs it", async () => {
-    await release(v3);
-    await sh(ssh, "sudo -n /usr/lib/systemd/systemd-sysupdate update");
+    await releaseAndPublish(srv, v3);
+    await sh(ssh, `${SYSUPDATE} update`);
     expect(await ukis(ssh)).toContain("e2e_3.0+3-0.efi");
   });
   await s.step("v3 fails its health check on every try; systemd-boot returns to v2", async () => {
@@ -111,7 +78,7 @@ it("updates v1 → v2 into the other slot, then falls back from a v3 that never 
   });
   await s.step("v3 is marked bad and not offered again; v2 stays", async () => {
     expect(await ukis(ssh)).toContain("e2e_3.0+0-3.efi");
-    await sh(ssh, "sudo -n /usr/lib/systemd/systemd-sysupdate update");
+    await sh(ssh, `${SYSUPDATE} update`);
     expect(await ukis(ssh)).toContain("e2e_3.0+0-3.efi");
     expect(await imageVersion(ssh)).toBe("2.0");
     expect(await sh(ssh, "cat ~/data.txt")).toBe("kept-across-updates");

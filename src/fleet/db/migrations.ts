@@ -1,0 +1,84 @@
+// Versioned schema migrations, applied in order at start-up and recorded in schema_migrations.
+// A migration is never edited once released: a change is a new entry at the end.
+import type { Dialect, Sql } from "./sql.js";
+
+interface Migration {
+  version: number;
+  name: string;
+  sql: (d: Dialect) => string[];
+}
+
+const serial = (d: Dialect) => (d === "postgres" ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT");
+const blob = (d: Dialect) => (d === "postgres" ? "BYTEA" : "BLOB");
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: "releases, channels, rollouts, pins, devices and events",
+    sql: (d) => [
+      `CREATE TABLE releases (
+        image TEXT NOT NULL, version TEXT NOT NULL, manifest TEXT NOT NULL, committed_at BIGINT NOT NULL,
+        PRIMARY KEY (image, version))`,
+      `CREATE TABLE release_files (
+        image TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, kind TEXT NOT NULL,
+        size BIGINT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (image, name))`,
+      `CREATE TABLE uploads (
+        image TEXT NOT NULL, version TEXT NOT NULL, manifest TEXT NOT NULL, started_at BIGINT NOT NULL,
+        PRIMARY KEY (image, version))`,
+      `CREATE TABLE snapshots (
+        image TEXT NOT NULL, hash TEXT NOT NULL, versions TEXT NOT NULL, index_data ${blob(d)} NOT NULL,
+        signature ${blob(d)} NOT NULL, armored TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (image, hash))`,
+      `CREATE TABLE channels (
+        image TEXT NOT NULL, channel TEXT NOT NULL, empty_snapshot TEXT NOT NULL, updated_at BIGINT NOT NULL,
+        PRIMARY KEY (image, channel))`,
+      `CREATE TABLE rollouts (
+        image TEXT NOT NULL, channel TEXT NOT NULL, version TEXT NOT NULL, added_at BIGINT NOT NULL,
+        snapshot TEXT NOT NULL, percent DOUBLE PRECISION NOT NULL, paused INTEGER NOT NULL DEFAULT 0, pause_reason TEXT,
+        steps TEXT, step_seconds BIGINT, next_step_at BIGINT,
+        max_failure_rate DOUBLE PRECISION NOT NULL, min_devices INTEGER NOT NULL, updated_at BIGINT NOT NULL,
+        PRIMARY KEY (image, channel, version))`,
+      `CREATE TABLE rollout_changes (
+        seq ${serial(d)}, image TEXT NOT NULL, channel TEXT NOT NULL, version TEXT NOT NULL, at BIGINT NOT NULL,
+        percent DOUBLE PRECISION NOT NULL, paused INTEGER NOT NULL, actor TEXT NOT NULL, reason TEXT)`,
+      "CREATE INDEX rollout_changes_release ON rollout_changes (image, channel, version, at)",
+      `CREATE TABLE pins (
+        image TEXT NOT NULL, scope TEXT NOT NULL, target TEXT NOT NULL, version TEXT NOT NULL, snapshot TEXT NOT NULL,
+        actor TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (image, scope, target))`,
+      `CREATE TABLE devices (
+        image TEXT NOT NULL, machine TEXT NOT NULL, arch TEXT NOT NULL, channel TEXT NOT NULL, grp TEXT,
+        first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL,
+        booted_version TEXT, boot_id TEXT, prev_boot_id TEXT, boot_seen_at BIGINT, reboots INTEGER NOT NULL DEFAULT 0,
+        view_snapshot TEXT, view_until BIGINT,
+        downloaded_version TEXT, downloaded_at BIGINT, rolled_back TEXT NOT NULL DEFAULT '[]',
+        duplicate INTEGER NOT NULL DEFAULT 0, healthy INTEGER, report TEXT, report_at BIGINT,
+        PRIMARY KEY (image, machine))`,
+      "CREATE INDEX devices_version ON devices (image, booted_version)",
+      "CREATE INDEX devices_last_seen ON devices (image, last_seen)",
+      `CREATE TABLE device_events (
+        seq ${serial(d)}, image TEXT NOT NULL, machine TEXT NOT NULL, at BIGINT NOT NULL, kind TEXT NOT NULL,
+        version TEXT, detail TEXT)`,
+      "CREATE INDEX device_events_release ON device_events (image, version, kind)",
+      "CREATE INDEX device_events_device ON device_events (image, machine, seq)",
+      `CREATE TABLE audit (seq ${serial(d)}, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL)`,
+    ],
+  },
+];
+
+/** Brings the schema up to date; replicas starting at once take turns (an advisory lock on PostgreSQL). */
+export async function migrate(sql: Sql): Promise<number[]> {
+  return sql.transaction(async (tx) => {
+    if (tx.dialect === "postgres") await tx.run("SELECT pg_advisory_xact_lock(4242001)");
+    await tx.run("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)");
+    const done = new Set((await tx.all<{ version: number }>("SELECT version FROM schema_migrations")).map((r) => Number(r.version)));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      for (const statement of m.sql(tx.dialect)) await tx.run(statement);
+      await tx.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", [m.version, m.name, Date.now()]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}
+
+export const SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));

@@ -1,0 +1,186 @@
+// What the server learns about a device, from its polls (the stock client's URL carries the booted
+// version and the boot id), its downloads and its reports. Each function takes the device as it
+// was and returns it as it is now plus the events to record; they are pure, so every storage
+// backend applies them the same way inside its own transaction.
+import { badVersions, type DeviceReport } from "./report.js";
+import { compareVersions } from "./versions.js";
+
+export interface Device {
+  image: string;
+  machine: string;
+  arch: string;
+  channel: string;
+  /** Set by an operator; a group can be pinned to a version. */
+  group: string | null;
+  firstSeen: number;
+  lastSeen: number;
+  bootedVersion: string | null;
+  bootId: string | null;
+  /** The boot id before the current one: seeing it again means two machines share a machine-id. */
+  prevBootId: string | null;
+  bootSeenAt: number | null;
+  reboots: number;
+  /** The index snapshot this device is held on for a short while (index and signature must match). */
+  viewSnapshot: string | null;
+  viewUntil: number | null;
+  /** The newest version whose UKI (the last file of an update) the device downloaded. */
+  downloadedVersion: string | null;
+  downloadedAt: number | null;
+  /** Versions this device rolled back from, each counted once. */
+  rolledBack: string[];
+  duplicate: boolean;
+  healthy: boolean | null;
+  report: DeviceReport | null;
+  reportAt: number | null;
+}
+
+export type EventKind = "seen" | "boot" | "booted" | "download" | "downloaded" | "rollback" | "unhealthy" | "healthy" | "report" | "duplicate";
+
+export interface DeviceEvent {
+  kind: EventKind;
+  at: number;
+  version: string | null;
+  detail?: Record<string, unknown>;
+}
+
+export interface Change {
+  device: Device;
+  events: DeviceEvent[];
+}
+
+export interface Poll {
+  image: string;
+  arch: string;
+  machine: string;
+  channel: string;
+  booted: string;
+  /** The boot id (`%b`), when the device's URL carries it. */
+  boot?: string;
+  at: number;
+  /** The snapshot the device should see now, and how long it keeps it once chosen. */
+  snapshot: string;
+  holdMs: number;
+}
+
+function fresh(image: string, machine: string, arch: string, channel: string, at: number): Device {
+  return {
+    image,
+    machine,
+    arch,
+    channel,
+    group: null,
+    firstSeen: at,
+    lastSeen: at,
+    bootedVersion: null,
+    bootId: null,
+    prevBootId: null,
+    bootSeenAt: null,
+    reboots: 0,
+    viewSnapshot: null,
+    viewUntil: null,
+    downloadedVersion: null,
+    downloadedAt: null,
+    rolledBack: [],
+    duplicate: false,
+    healthy: null,
+    report: null,
+    reportAt: null,
+  };
+}
+
+/** A device is back on an older version after it fetched a newer one and booted since: a rollback. */
+function inferRollback(d: Device, events: DeviceEvent[], at: number): void {
+  const v = d.downloadedVersion;
+  if (!v || !d.bootedVersion || d.rolledBack.includes(v)) return;
+  if (compareVersions(d.bootedVersion, v) >= 0) return;
+  if (d.bootSeenAt === null || d.downloadedAt === null || d.bootSeenAt <= d.downloadedAt) return;
+  d.rolledBack = [...d.rolledBack, v];
+  events.push({ kind: "rollback", at, version: v, detail: { running: d.bootedVersion, how: "inferred from polls" } });
+}
+
+/** Records who is running what from the booted version and boot id a device reports or polls with. */
+function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: string | undefined, at: number): void {
+  if (bootId && bootId !== d.bootId) {
+    if (d.bootId !== null) {
+      d.reboots += 1;
+      // A machine never returns to its previous boot; two machines with one machine-id alternate.
+      if (bootId === d.prevBootId && !d.duplicate) {
+        d.duplicate = true;
+        events.push({ kind: "duplicate", at, version, detail: { bootIds: [d.bootId, bootId] } });
+      }
+      events.push({ kind: "boot", at, version, detail: { previous: d.bootId } });
+    }
+    d.prevBootId = d.bootId;
+    d.bootId = bootId;
+    d.bootSeenAt = at;
+  }
+  if (version !== d.bootedVersion) {
+    events.push({ kind: "booted", at, version, detail: { previous: d.bootedVersion } });
+    d.bootedVersion = version;
+  }
+  inferRollback(d, events, at);
+}
+
+export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapshot: string } {
+  const events: DeviceEvent[] = [];
+  const d: Device = prev ? { ...prev } : fresh(p.image, p.machine, p.arch, p.channel, p.at);
+  if (!prev) events.push({ kind: "seen", at: p.at, version: p.booted, detail: { channel: p.channel } });
+  d.lastSeen = p.at;
+  d.arch = p.arch;
+  d.channel = p.channel;
+  observeBoot(d, events, p.booted, p.boot, p.at);
+  // Keep the snapshot chosen by whichever request of this check came first.
+  if (d.viewSnapshot === null || d.viewUntil === null || d.viewUntil <= p.at) {
+    d.viewSnapshot = p.snapshot;
+    d.viewUntil = p.at + p.holdMs;
+  }
+  return { device: d, events, snapshot: d.viewSnapshot };
+}
+
+export interface Download {
+  version: string;
+  file: string;
+  kind: string;
+  at: number;
+}
+
+export function applyDownload(prev: Device | undefined, dl: Download & { image: string; machine: string; arch: string; channel: string }): Change {
+  const d: Device = prev ? { ...prev } : fresh(dl.image, dl.machine, dl.arch, dl.channel, dl.at);
+  d.lastSeen = dl.at;
+  const events: DeviceEvent[] = [{ kind: "download", at: dl.at, version: dl.version, detail: { file: dl.file, kind: dl.kind } }];
+  // The UKI is the last transfer: once it is fetched the version is installed and boots next.
+  if (dl.kind === "uki" && (!d.downloadedVersion || compareVersions(dl.version, d.downloadedVersion) >= 0)) {
+    d.downloadedVersion = dl.version;
+    d.downloadedAt = dl.at;
+    events.push({ kind: "downloaded", at: dl.at, version: dl.version });
+  }
+  return { device: d, events };
+}
+
+export function applyReport(
+  prev: Device | undefined,
+  r: DeviceReport,
+  meta: { image: string; machine: string; arch: string; channel: string; at: number },
+): Change {
+  const { at } = meta;
+  const d: Device = prev ? { ...prev } : fresh(meta.image, meta.machine, meta.arch, meta.channel, at);
+  const events: DeviceEvent[] = [];
+  if (!prev) events.push({ kind: "seen", at, version: r.version, detail: { channel: meta.channel, by: "report" } });
+  d.lastSeen = at;
+  observeBoot(d, events, r.version, r.boot_id, at);
+  for (const v of badVersions(meta.image, r.entries)) {
+    if (d.rolledBack.includes(v)) continue;
+    d.rolledBack = [...d.rolledBack, v];
+    events.push({ kind: "rollback", at, version: v, detail: { running: r.version, how: "boot loader marked it bad" } });
+  }
+  if (!r.healthy && (d.healthy !== false || r.event === "unhealthy")) {
+    events.push({ kind: "unhealthy", at, version: r.version, detail: { reason: r.reason ?? null, failed: r.failed_units } });
+  } else if (r.healthy && d.healthy === false) {
+    events.push({ kind: "healthy", at, version: r.version });
+  }
+  d.healthy = r.healthy;
+  d.report = r;
+  d.reportAt = at;
+  events.push({ kind: "report", at, version: r.version, detail: r as unknown as Record<string, unknown> });
+  return { device: d, events };
+}

@@ -1,0 +1,80 @@
+// What devices talk to: the stock systemd-sysupdate 257 client's requests, and the report unit's.
+//
+//   GET|HEAD /v1/<channel>/<image id>/<arch>/<machine-id>/<booted version>[/<boot id>]/SHA256SUMS{,.gpg,.asc}
+//   GET|HEAD /v1/<channel>/<image id>/<arch>/<machine-id>/<booted version>[/<boot id>]/<file>
+//   POST     /v1/<channel>/<image id>/<arch>/<machine-id>/report     (Authorization: Bearer <device token>)
+//
+// The index and its signature come from one pre-signed snapshot per device for a short while (the
+// client fetches both at once); files are served with exact Content-Length, Range, ETag and
+// Last-Modified, and never with a Content-Encoding (the client sends no Accept-Encoding).
+import { basename, dirname } from "node:path";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { NAME, VERSION } from "../fleet/artifacts.js";
+import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
+import type { Auth } from "./auth.js";
+
+const MACHINE_ID = /^[0-9a-f]{32}$/;
+const ARCH = /^[a-z0-9_-]{1,32}$/;
+// What SHA256SUMS can name (<= 255 bytes); anything else cannot be a file of a release.
+const FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+
+interface DeviceParams {
+  channel: string;
+  image: string;
+  arch: string;
+  machine: string;
+  booted: string;
+  boot?: string;
+  file: string;
+}
+
+function deviceRequest(p: DeviceParams): DeviceRequest | undefined {
+  if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine) || !VERSION.test(p.booted)) return undefined;
+  if (p.boot !== undefined && !MACHINE_ID.test(p.boot)) return undefined;
+  return { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
+}
+
+export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: Auth): void {
+  const serve = async (req: FastifyRequest<{ Params: DeviceParams }>, reply: FastifyReply) => {
+    const d = deviceRequest(req.params);
+    const { file } = req.params;
+    if (!d || !FILE.test(file)) return reply.code(404).send();
+    const device = { machine: d.machine, booted: d.booted, boot: d.boot, channel: d.channel, file };
+    if (file === "SHA256SUMS" || file === "SHA256SUMS.gpg" || file === "SHA256SUMS.asc") {
+      const snap = await fleet.view(d);
+      req.log.info({ device, snapshot: snap.hash, versions: snap.versions }, "index");
+      reply.header("cache-control", "no-store").header("etag", `"${snap.hash.slice(0, 32)}${file.slice(10)}"`);
+      if (file === "SHA256SUMS") return reply.type("text/plain; charset=utf-8").send(snap.index);
+      if (file === "SHA256SUMS.gpg") return reply.type("application/pgp-signature").send(snap.signature);
+      return reply.type("application/pgp-signature").send(snap.armored);
+    }
+    // A HEAD, or a Range that does not start at the beginning, is not a download of its own.
+    const range = req.headers.range;
+    const record = req.method === "GET" && (!range || /^bytes=0-/.test(range));
+    const artifact = await fleet.download({ ...d, file }, record);
+    if (!artifact) return reply.code(404).send();
+    req.log.info({ device, size: artifact.size }, "download");
+    if (artifact.kind === "url") return reply.redirect(artifact.url, 302);
+    return reply
+      .type("application/octet-stream")
+      .sendFile(basename(artifact.path), dirname(artifact.path), { acceptRanges: true, cacheControl: true, maxAge: "1y", immutable: true });
+  };
+  app.get("/v1/:channel/:image/:arch/:machine/:booted/:file", serve);
+  app.get("/v1/:channel/:image/:arch/:machine/:booted/:boot/:file", serve);
+
+  app.post(
+    "/v1/:channel/:image/:arch/:machine/report",
+    { bodyLimit: 64 * 1024 },
+    async (req: FastifyRequest<{ Params: Omit<DeviceParams, "booted" | "file"> }>, reply: FastifyReply) => {
+      const d = deviceRequest({ ...req.params, booted: "0", file: "" });
+      if (!d) return reply.code(404).send();
+      if (!auth.device(req.headers.authorization, d.image, d.machine)) {
+        req.log.warn({ device: { machine: d.machine, image: d.image } }, "report refused: bad device token");
+        return reply.code(401).header("www-authenticate", "Bearer").send({ error: "a valid device token is required" });
+      }
+      const r = await fleet.report({ channel: d.channel, image: d.image, arch: d.arch, machine: d.machine }, req.body);
+      req.log.info({ device: { machine: d.machine, channel: d.channel }, event: r.event, version: r.version, healthy: r.healthy }, "report");
+      return reply.code(204).send();
+    },
+  );
+}

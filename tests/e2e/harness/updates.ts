@@ -1,0 +1,125 @@
+// What the update scenarios share: a basalt serve on the host port the fixture's update.url names,
+// releasing and publishing a built version to it, faults a hostile mirror or network would inject
+// (flipped bytes, bad or foreign signatures, a slow link), and the device-side facts they check.
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { Transform } from "node:stream";
+import type { FastifyInstance } from "fastify";
+import type { Fleet } from "../../../src/fleet/fleet.js";
+import { keysDir } from "../../../src/keys/keys.js";
+import { signDetached, updateKeyPaths } from "../../../src/keys/update-key.js";
+import { createRelease } from "../../../src/release/release.js";
+import { createReporter } from "../../../src/report/reporter.js";
+import { publishRelease } from "../../../src/server/publish.js";
+import { createServer, openFleet } from "../../../src/server/server.js";
+import type { SshSession } from "../../../src/vm/ssh.js";
+import { type BuiltImage, workDir } from "./image.js";
+import { sh } from "./scenario.js";
+
+/** Baked into the fixture's update.url as http://10.0.2.2:18480/ (the host, seen from the guest). */
+export const UPDATE_PORT = 18480;
+export const OPERATOR_TOKEN = "e2e-operator-token-0123456789";
+const reporter = createReporter({ live: false, quiet: true });
+
+/** What the server does wrong on purpose; each field applies to device requests whose file name matches. */
+export interface Faults {
+  /** Flip one byte in the middle of these files (same length, so only the hash can tell). */
+  corrupt?: RegExp;
+  /** Serve this instead of SHA256SUMS.gpg. */
+  signature?: Buffer;
+  /** Send these files slowly; `onBytes` sees the running total of bytes sent. */
+  throttle?: { match: RegExp; bytesPerSecond: number; onBytes?: (sent: number) => void };
+}
+
+export interface UpdateServer {
+  app: FastifyInstance;
+  fleet: Fleet;
+  url: string;
+  faults: Faults;
+  /** Bytes of release files (not indexes) sent to devices since the last reset. */
+  downloaded: { bytes: number; files: string[] };
+  close(): Promise<void>;
+}
+
+function flipMiddleByte(size: number): Transform {
+  const at = Math.floor(size / 2);
+  let pos = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (at >= pos && at < pos + chunk.length) {
+        const copy = Buffer.from(chunk);
+        copy[at - pos] = (copy[at - pos] ?? 0) ^ 0xff;
+        chunk = copy;
+      }
+      pos += chunk.length;
+      done(null, chunk);
+    },
+  });
+}
+
+function throttled(bytesPerSecond: number, onBytes?: (sent: number) => void): Transform {
+  let sent = 0;
+  return new Transform({
+    highWaterMark: 64 * 1024,
+    transform(chunk: Buffer, _enc, done) {
+      sent += chunk.length;
+      onBytes?.(sent);
+      setTimeout(() => done(null, chunk), (chunk.length / bytesPerSecond) * 1000);
+    },
+  });
+}
+
+/** Starts basalt serve for `signer`'s update key on UPDATE_PORT, with an empty data directory. */
+export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServer> {
+  const data = join(workDir(), "server");
+  rmSync(data, { recursive: true, force: true });
+  mkdirSync(data, { recursive: true });
+  const key = updateKeyPaths(keysDir(signer.dir));
+  const fleet = await openFleet({ data, sign: (index) => signDetached(key, index) });
+  const app = createServer({ fleet, auth: { secret: randomBytes(32), token: OPERATOR_TOKEN } });
+  const faults: Faults = {};
+  const downloaded = { bytes: 0, files: [] as string[] };
+  app.addHook("onSend", async (req, reply, payload) => {
+    const file = /^\/v1\/[^?]*\/([^/?]+)$/.exec(req.url)?.[1];
+    if (!file || reply.statusCode >= 300) return payload;
+    if (file === "SHA256SUMS.gpg" && faults.signature) return faults.signature;
+    if (file.startsWith("SHA256SUMS")) return payload;
+    if (req.method === "GET") {
+      downloaded.files.push(file);
+      downloaded.bytes += Number(reply.getHeader("content-length") ?? 0);
+    }
+    let out = payload as NodeJS.ReadableStream;
+    if (faults.corrupt?.test(file)) out = out.pipe(flipMiddleByte(Number(reply.getHeader("content-length"))));
+    const t = faults.throttle;
+    if (t?.match.test(file)) out = out.pipe(throttled(t.bytesPerSecond, t.onBytes));
+    return out;
+  });
+  await app.listen({ host: "127.0.0.1", port: UPDATE_PORT });
+  const close = async () => {
+    await app.close();
+    await fleet.db.close();
+  };
+  return { app, fleet, url: `http://127.0.0.1:${UPDATE_PORT}`, faults, downloaded, close };
+}
+
+/** basalt release (dev keys allowed: the suite's keys are made on the fly) and basalt publish. */
+export async function releaseAndPublish(server: UpdateServer, image: BuiltImage, channel = "stable"): Promise<void> {
+  await createRelease(image.dir, { reporter, allowDev: true });
+  await publishRelease(image.dir, { server: server.url, token: OPERATOR_TOKEN, channel, reporter });
+}
+
+export const imageVersion = (ssh: SshSession) => sh(ssh, ". /etc/os-release; echo $IMAGE_VERSION");
+export const ukis = async (ssh: SshSession) => (await sh(ssh, "sudo -n ls /boot/EFI/Linux")).split("\n").sort();
+export const SYSUPDATE = "sudo -n /usr/lib/systemd/systemd-sysupdate";
+
+/** Waits until systemd-bless-boot calls this boot good (or it never counted tries). */
+export async function waitBlessed(ssh: SshSession, timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = (await ssh.exec("sudo -n /usr/lib/systemd/systemd-bless-boot status")).stdout.trim();
+    if (status === "good" || status === "clean") return;
+    if (Date.now() > deadline) throw new Error(`the boot was not blessed (status: ${status})`);
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}
