@@ -114,13 +114,13 @@ class PostgresSql implements Sql {
   ) {}
 
   async all<T>(sql: string, params: Param[] = []): Promise<T[]> {
-    return (await this.q.query(numbered(sql), params)).rows as T[];
+    return (await this.q.query(numbered(sql), bind(params))).rows as T[];
   }
   async get<T>(sql: string, params: Param[] = []): Promise<T | undefined> {
     return (await this.all<T>(sql, params))[0];
   }
   async run(sql: string, params: Param[] = []): Promise<{ changes: number }> {
-    return { changes: (await this.q.query(numbered(sql), params)).rowCount ?? 0 };
+    return { changes: (await this.q.query(numbered(sql), bind(params))).rowCount ?? 0 };
   }
   async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
     if (this.q !== this.pool) return fn(this);

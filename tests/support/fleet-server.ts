@@ -1,0 +1,99 @@
+// A basalt serve in the test process, on a temporary data directory, with small stand-in releases
+// published through the same Fleet calls the API uses. Shared by the fleet tests, the browser test
+// and the load benchmark.
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import type { FastifyInstance } from "fastify";
+import type { Fleet, RolloutOptions } from "../../src/fleet/fleet.js";
+import { ensureUpdateKey, signDetached, type UpdateKeyPaths } from "../../src/keys/update-key.js";
+import type { ReleaseManifest } from "../../src/release/release.js";
+import { type AuthOptions, deviceToken } from "../../src/server/auth.js";
+import { createServer, openFleet } from "../../src/server/server.js";
+
+export const OPERATOR_TOKEN = "test-operator-token-0123456789";
+
+export interface TestServer {
+  app: FastifyInstance;
+  fleet: Fleet;
+  url: string;
+  secret: Buffer;
+  key: UpdateKeyPaths;
+  /** Uploads and commits a stand-in release of `image` `version` (a UKI and a root partition). */
+  release(image: string, version: string): Promise<ReleaseManifest>;
+  /** Releases (if needed) and offers `version` on `channel`. */
+  publish(image: string, channel: string, version: string, rollout?: RolloutOptions): Promise<void>;
+  tokenFor(image: string, machine: string): string;
+  close(): Promise<void>;
+}
+
+let sharedKey: Promise<UpdateKeyPaths> | undefined;
+
+export async function startTestServer(
+  options: { database?: string; auth?: Partial<AuthOptions>; now?: () => number; listen?: boolean; logger?: boolean } = {},
+): Promise<TestServer> {
+  sharedKey ??= ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-testkey-")), "test");
+  const key = await sharedKey;
+  const data = mkdtempSync(join(tmpdir(), "basalt-fleet-"));
+  const fleet = await openFleet({
+    data,
+    ...(options.database ? { database: options.database } : {}),
+    sign: (i) => signDetached(key, i),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const secret = randomBytes(32);
+  const app = createServer({ fleet, auth: { secret, token: OPERATOR_TOKEN, ...options.auth }, logger: options.logger ?? false });
+  const url = options.listen === false ? "" : await app.listen({ host: "127.0.0.1", port: 0 });
+  const released = new Set<string>();
+  const release = async (image: string, version: string) => {
+    const files: Record<string, Buffer> = {
+      [`${image}_${version}.efi`]: randomBytes(2048),
+      [`${image}_${version}.root-x86-64.${randomUUIDLike()}.raw.xz`]: randomBytes(4096),
+    };
+    const m: ReleaseManifest = {
+      format: 1,
+      id: image,
+      version,
+      devSigned: false,
+      roothash: "ab".repeat(32),
+      signingKey: "test",
+      createdAt: new Date().toISOString(),
+      files: Object.entries(files).map(([name, b]) => ({
+        name,
+        kind: name.endsWith(".efi") ? "uki" : "root",
+        size: b.length,
+        sha256: createHash("sha256").update(b).digest("hex"),
+        installedSize: b.length,
+      })),
+    };
+    await fleet.beginRelease(m);
+    for (const [name, b] of Object.entries(files)) await fleet.putFile(image, version, name, Readable.from([b]));
+    await fleet.commitRelease(image, version, "test");
+    released.add(`${image} ${version}`);
+    return m;
+  };
+  return {
+    app,
+    fleet,
+    url,
+    secret,
+    key,
+    release,
+    async publish(image, channel, version, rollout) {
+      if (!released.has(`${image} ${version}`)) await release(image, version);
+      await fleet.promote(image, channel, version, "test", rollout);
+    },
+    tokenFor: (image, machine) => deviceToken(secret, image, machine),
+    async close() {
+      await app.close();
+      await fleet.db.close();
+    },
+  };
+}
+
+function randomUUIDLike(): string {
+  const h = randomBytes(16).toString("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
