@@ -27,6 +27,17 @@ export default defineConfig({
           poolOptions: { forks: { singleFork: true } },
         },
       },
+      // The dashboard in headless Chromium (npm run test:browser): one browser at a time.
+      {
+        test: {
+          name: "browser",
+          include: ["tests/browser/**/*.browser.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
+        },
+      },
     ],
   },
 });

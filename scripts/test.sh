@@ -12,13 +12,27 @@ phase() {
   "$@"
   timings+=("$(printf '%-12s %5d s' "$name" $((SECONDS - start)))")
 }
+# Debian packages some checks drive (never a change to the apt sources); lists are fetched only if stale.
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "$@" || { apt-get update && apt-get install -y --no-install-recommends "$@"; }
+}
 if [[ ! -d node_modules/vitest || package-lock.json -nt node_modules/.package-lock.json ]]; then
   # npm ci refuses this lock: npm 11 leaves the other platforms' optional packages (Biome's) out of it.
   phase install npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 phase typecheck npx tsc --noEmit -p .
 phase lint npx biome check .
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; then
+  # The fleet suite runs against a real PostgreSQL server the tests start (Debian's package).
+  phase pg-deps apt_install postgresql
+fi
 phase unit npx vitest run --project unit
+if [[ ! -x /usr/bin/chromium ]]; then
+  # The dashboard's browser test drives Debian's Chromium; playwright-core brings no browser of its own.
+  phase browser-deps apt_install chromium
+fi
+phase browser npx vitest run --project browser
 if [[ "${BASALT_SKIP_BUILD_TESTS:-0}" != 1 ]]; then
   phase build npx vitest run --project build
   if [[ "${BASALT_SKIP_E2E:-0}" != 1 ]]; then

@@ -114,6 +114,7 @@ export function registerServerCommands(program: Command): void {
         logger: { level: "info" },
         publicMetrics: Boolean(o.publicMetrics),
       });
+      fleet.onError = (e, what) => app.log.error({ err: e.message }, what);
       // Scheduled rollout steps and automatic pauses; every replica may run it, each change applies once.
       const timer = setInterval(() => void fleet.tick().catch((e: Error) => app.log.error({ err: e.message }, "rollout scheduler")), 10_000);
       const stop = async () => {

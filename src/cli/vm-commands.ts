@@ -20,6 +20,23 @@ const parseIntOption = (v: string) => {
   return n;
 };
 
+function parseUuid(v: string): string {
+  // All zeros or all ones is what firmware says when it has no UUID; systemd then makes a random machine-id.
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v) || /^[0-]+$|^[f-]+$/i.test(v))
+    throw new UserError(`--uuid: not a usable UUID: ${v}`);
+  return v.toLowerCase();
+}
+
+function parseCredentials(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of list) {
+    const at = item.indexOf("=");
+    if (at < 1) throw new UserError(`--credential ${item}: expected NAME=VALUE`);
+    out[item.slice(0, at)] = item.slice(at + 1);
+  }
+  return out;
+}
+
 /** Follows the serial log onto stdout from byte `from` until `stop` is called. */
 function followConsole(file: string, from: number): () => void {
   let pos = from;
@@ -72,6 +89,8 @@ export function registerVmCommands(program: Command): void {
     .option("--memory <MiB>", "guest memory", parseIntOption, 2048)
     .option("--cpus <n>", "guest CPUs", parseIntOption, 2)
     .option("--forward <port...>", "also forward these guest TCP ports to loopback")
+    .option("--credential <name=value...>", "pass a systemd credential through SMBIOS (e.g. basalt.report-token=…)")
+    .option("--uuid <uuid>", "SMBIOS system UUID of a new VM: its machine-id (default: random)")
     .option("--console", "show the serial console live")
     .option("--ssh", "open an SSH session once the guest is up; stop the VM when it ends")
     .option("--detach", "leave the VM running in the background")
@@ -86,6 +105,8 @@ export function registerVmCommands(program: Command): void {
           memory: number;
           cpus: number;
           forward?: string[];
+          credential?: string[];
+          uuid?: string;
           console?: boolean;
           ssh?: boolean;
           detach?: boolean;
@@ -106,6 +127,8 @@ export function registerVmCommands(program: Command): void {
             memoryMiB: o.memory,
             cpus: o.cpus,
             ports: (o.forward ?? []).map(parseIntOption),
+            ...(o.credential ? { credentials: parseCredentials(o.credential) } : {}),
+            ...(o.uuid ? { uuid: parseUuid(o.uuid) } : {}),
           });
         }
         const mark = machine.serialMark();

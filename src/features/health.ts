@@ -37,6 +37,8 @@ export const feature: Feature = {
         "set -u",
         "unhealthy() {",
         '  echo "unhealthy: $1"',
+        "  # Features hook in here (the fleet report tells the server before the reboot).",
+        '  for hook in /usr/lib/basalt/unhealthy.d/*; do [ -x "$hook" ] && "$hook" "$1"; done',
         "  # A boot that still counts attempts (a new version) is retried, and after the last try",
         "  # systemd-boot goes back to the previous version. A blessed version just reports it.",
         `  if [ -e ${BOOT_COUNT_VAR} ]; then systemctl reboot --no-block; fi`,

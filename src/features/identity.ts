@@ -6,6 +6,8 @@ import type { Feature } from "./feature.js";
 // GPT partition labels hold 36 UTF-16 characters; the longest label Basalt writes is `<id>_<version>_s`.
 const GPT_LABEL_MAX = 36;
 const LABEL_SUFFIX = "_s";
+/** The one architecture Basalt builds for, as systemd names it (`%a`). */
+export const ARCHITECTURE = "x86-64";
 
 export const keys = {
   id: z
@@ -49,7 +51,7 @@ export const feature: Feature = {
     tree
       .set("Distribution", "Distribution", "debian")
       .set("Distribution", "Release", a.release)
-      .set("Distribution", "Architecture", "x86-64")
+      .set("Distribution", "Architecture", ARCHITECTURE)
       .set("Output", "ImageId", a.id)
       .set("Output", "ImageVersion", a.version)
       .set("Output", "Output", `${a.id}_${a.version}`)

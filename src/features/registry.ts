@@ -8,6 +8,7 @@ import * as hostname from "./hostname.js";
 import * as identity from "./identity.js";
 import * as initrd from "./initrd.js";
 import * as network from "./network.js";
+import * as report from "./report.js";
 import * as ssh from "./ssh.js";
 import * as system from "./system.js";
 import * as updates from "./updates.js";
@@ -28,6 +29,7 @@ export const featureModules = [
   boot,
   health,
   updates,
+  report,
   extras,
 ] as const;
 

@@ -29,9 +29,18 @@ export const keys = {
 
 export const toggles = {} satisfies z.ZodRawShape;
 
-/** The URL a device polls: channel, then image id, architecture, machine-id and booted version. */
+/**
+ * The URL a device polls: channel, image id, architecture, machine-id, booted version and boot id
+ * (sysupdate specifiers), so the server can give each device its own view and learn from polls alone
+ * who runs what and who rebooted.
+ */
 export function devicePath(url: string, channel: string): string {
-  return `${url.replace(/\/+$/, "")}/v1/${channel}/%M/%a/%m/%A/`;
+  return `${url.replace(/\/+$/, "")}/v1/${channel}/%M/%a/%m/%A/%b/`;
+}
+
+/** Where reports go: `<this>/<image id>/<arch>/<machine-id>/report`. */
+export function reportBase(url: string, channel: string): string {
+  return `${url.replace(/\/+$/, "")}/v1/${channel}`;
 }
 
 export const feature: Feature = {

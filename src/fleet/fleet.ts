@@ -18,7 +18,7 @@ export type Signer = (index: Buffer) => Promise<{ binary: Buffer; armored: strin
 export interface RolloutOptions {
   /** Share of the channel's devices offered the release, 0–100 (default 100, or the first step). */
   percent?: number;
-  /** A schedule: the percentages to go through, one every `stepSeconds`. */
+  /** A schedule: the percentages to go through, one every `stepSeconds` (an empty list removes it). */
   steps?: number[];
   stepSeconds?: number;
   /** Pause automatically when more than this share of the devices that took it failed (default 0.2). */
@@ -57,7 +57,7 @@ export interface RolloutProgress {
   /** Devices following the channel: the 100% of the chart. */
   population: number;
   /** When each device first downloaded, ran, rolled back from or was unhealthy on the release. */
-  points: { kind: string; at: number }[];
+  points: { kind: string; machine: string; at: number }[];
 }
 
 const DEFAULT_POLICY = { maxFailureRate: 0.2, minDevices: 3 };
@@ -66,8 +66,8 @@ const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 function checkRolloutOptions(o: RolloutPatch): void {
   const pct = (v: number) => Number.isFinite(v) && v >= 0 && v <= 100;
   if (o.percent !== undefined && !pct(o.percent)) throw new UserError(`rollout percent must be between 0 and 100, not ${o.percent}`);
-  if (o.steps !== undefined) {
-    if (!o.steps.length || !o.steps.every((v, i) => pct(v) && v > 0 && (i === 0 || v > (o.steps?.[i - 1] ?? 0)))) {
+  if (o.steps?.length) {
+    if (!o.steps.every((v, i) => pct(v) && v > 0 && (i === 0 || v > (o.steps?.[i - 1] ?? 0)))) {
       throw new UserError("rollout steps must be rising percentages above 0, e.g. 10,50,100");
     }
     if (!o.stepSeconds || o.stepSeconds < 1) throw new UserError("a rollout schedule needs the time between steps (at least one second)");
@@ -82,7 +82,10 @@ export class Fleet {
   private readonly artifacts: ArtifactStore;
   private readonly sign: Signer;
   private readonly holdMs: number;
-  private readonly now: () => number;
+  /** The fleet's clock (tests move it); audit entries and rollouts use it. */
+  readonly now: () => number;
+  /** Told about failures that must not fail the request that caused them (an automatic pause that did not apply). */
+  onError: (e: Error, what: string) => void = () => undefined;
   private readonly snapshots = new Map<string, SnapshotRecord>();
   private empty?: Promise<SnapshotRecord>;
 
@@ -238,7 +241,8 @@ export class Fleet {
       const now = Math.max(this.now(), r.updatedAt + 1);
       const next: Rollout = { ...r, updatedAt: now };
       if (patch.percent !== undefined) next.percent = patch.percent;
-      if (patch.steps !== undefined) next.steps = patch.steps;
+      // An empty list of steps ends the schedule.
+      if (patch.steps !== undefined) next.steps = patch.steps.length ? patch.steps : null;
       if (patch.stepSeconds !== undefined) next.stepSeconds = patch.stepSeconds;
       if (patch.maxFailureRate !== undefined) next.maxFailureRate = patch.maxFailureRate;
       if (patch.minDevices !== undefined) next.minDevices = patch.minDevices;
@@ -339,7 +343,10 @@ export class Fleet {
     for (const r of rollouts) {
       if (!shouldPause(r, stats.adopters, stats.failures)) continue;
       const reason = `paused automatically: ${stats.failures} of ${stats.adopters} devices that took ${version} rolled back or were unhealthy (more than ${Math.round(r.maxFailureRate * 100)}%)`;
-      await this.setRollout(image, r.channel, version, { paused: true }, "health", reason).catch(() => undefined);
+      // A device's request must not fail because the pause could not be written; the next tick tries again.
+      await this.setRollout(image, r.channel, version, { paused: true }, "health", reason).catch((e: Error) =>
+        this.onError(e, `pausing ${image} ${version} on ${r.channel}`),
+      );
     }
   }
 
@@ -379,6 +386,6 @@ export class Fleet {
       this.db.devices({ image, channel, limit: 1 }).then((d) => d.total),
       this.db.firstEvents(image, version, ["downloaded", "booted", "rollback", "unhealthy"]),
     ]);
-    return { rollout, stats, changes, population, points: points.map((p) => ({ kind: p.kind, at: p.at })) };
+    return { rollout, stats, changes, population, points };
   }
 }

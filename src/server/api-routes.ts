@@ -69,7 +69,9 @@ export function rolloutPatch(body: Record<string, unknown>): RolloutPatch {
   return out;
 }
 
-export function deviceFilter(q: Record<string, string | undefined>): DeviceFilter {
+export function deviceFilter(query: Record<string, string | string[] | undefined>): DeviceFilter {
+  // A parameter given twice arrives as a list; the first one counts.
+  const q = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, Array.isArray(v) ? v[0] : v])) as Record<string, string | undefined>;
   const f: DeviceFilter = {};
   if (q.image) f.image = q.image;
   if (q.version) f.version = q.version;
@@ -180,7 +182,7 @@ export function registerApiRoutes(app: FastifyInstance, fleet: Fleet, auth: Auth
 
   app.post("/api/v1/device-tokens/:id/:machine", async (req: Req<{ id: string; machine: string }>) => {
     if (!/^[0-9a-f]{32}$/.test(req.params.machine)) throw new UserError(`not a machine-id: ${req.params.machine}`);
-    await fleet.db.audit(Date.now(), actor(req), "device-token", { id: req.params.id, machine: req.params.machine });
+    await fleet.db.audit(fleet.now(), actor(req), "device-token", { id: req.params.id, machine: req.params.machine });
     return { token: deviceToken(auth.secret, req.params.id, req.params.machine), credential: "basalt.report-token" };
   });
 

@@ -3,7 +3,7 @@
 // Devices: a per-device report token derived from the server secret and the machine-id (handed to
 // the device as a systemd credential), or one fleet-wide token. Everything secret is compared in
 // constant time, and the server secret never leaves the server.
-import { createHmac, randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
+import { createHmac, randomBytes, scrypt, scryptSync, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { UserError } from "../errors.js";
 
@@ -48,11 +48,16 @@ export function hashPassword(password: string): string {
   return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${b64u(salt)}$${b64u(hash)}`;
 }
 
-export function verifyPassword(password: string, stored: string): boolean {
+/** Checks a password against its hash off the event loop (scrypt takes tens of milliseconds on purpose). */
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [kind, n, r, p, salt, hash] = stored.split("$");
   if (kind !== "scrypt" || !salt || !hash) return false;
   const expected = Buffer.from(hash, "base64url");
-  const got = scryptSync(password, Buffer.from(salt, "base64url"), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 256 << 20 });
+  const got = await new Promise<Buffer>((resolve, reject) =>
+    scrypt(password, Buffer.from(salt, "base64url"), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 256 << 20 }, (e, key) =>
+      e ? reject(e) : resolve(key),
+    ),
+  );
   return sameSecret(got, expected);
 }
 
@@ -86,6 +91,7 @@ export class Auth {
   readonly secret: Buffer;
   private readonly sessionMs: number;
   private dummy?: string;
+  private readonly failures = new Map<string, { count: number; last: number }>();
 
   constructor(private readonly o: AuthOptions) {
     if (o.secret.length < 32) throw new Error("the server secret is too short");
@@ -105,14 +111,30 @@ export class Auth {
     return sameSecret(m[1], this.o.token) ? "token" : undefined;
   }
 
-  /** Checks a dashboard sign-in: a name and password, or the operator token as the password. */
-  signIn(name: string, password: string): string | undefined {
-    if (this.o.token && sameSecret(password, this.o.token)) return name.trim() || "token";
-    const op = this.o.operators?.find((x) => x.name === name);
-    // Always hash once, so a wrong name takes as long as a wrong password.
-    this.dummy ??= hashPassword(randomBytes(16).toString("hex"));
-    const ok = verifyPassword(password, op?.hash ?? this.dummy);
-    return op && ok ? op.name : undefined;
+  /**
+   * Checks a dashboard sign-in: a name and password, or the operator token as the password (then the
+   * audit log says so: the name is only what the token holder typed). Failures from one address are
+   * slowed down, so guessing costs time and cannot flood the server with scrypt work.
+   */
+  async signIn(name: string, password: string, from = "?"): Promise<string | undefined> {
+    const now = Date.now();
+    const f = this.failures.get(from);
+    if (f && f.count >= 5 && now - f.last < Math.min(60_000, 1000 * 2 ** (f.count - 5))) return undefined;
+    let who: string | undefined;
+    if (this.o.token && sameSecret(password, this.o.token)) who = name.trim() ? `${name.trim()} (token)` : "token";
+    else {
+      const op = this.o.operators?.find((x) => x.name === name);
+      // Always hash once, so a wrong name takes as long as a wrong password.
+      this.dummy ??= hashPassword(randomBytes(16).toString("hex"));
+      const ok = await verifyPassword(password, op?.hash ?? this.dummy);
+      who = op && ok ? op.name : undefined;
+    }
+    if (who) this.failures.delete(from);
+    else {
+      this.failures.set(from, { count: (f?.count ?? 0) + 1, last: now });
+      if (this.failures.size > 10_000) this.failures.clear();
+    }
+    return who;
   }
 
   createSession(name: string, now = Date.now()): string {

@@ -13,6 +13,13 @@ import { NAME, VERSION } from "../fleet/artifacts.js";
 import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
 import type { Auth } from "./auth.js";
 
+declare module "fastify" {
+  interface FastifyRequest {
+    /** What the access log line of this request says besides method, URL, status and time. */
+    logContext: Record<string, unknown> | null;
+  }
+}
+
 const MACHINE_ID = /^[0-9a-f]{32}$/;
 const ARCH = /^[a-z0-9_-]{1,32}$/;
 // What SHA256SUMS can name (<= 255 bytes); anything else cannot be a file of a release.
@@ -42,7 +49,7 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
     const device = { machine: d.machine, booted: d.booted, boot: d.boot, channel: d.channel, file };
     if (file === "SHA256SUMS" || file === "SHA256SUMS.gpg" || file === "SHA256SUMS.asc") {
       const snap = await fleet.view(d);
-      req.log.info({ device, snapshot: snap.hash, versions: snap.versions }, "index");
+      req.logContext = { device, snapshot: snap.hash, versions: snap.versions };
       reply.header("cache-control", "no-store").header("etag", `"${snap.hash.slice(0, 32)}${file.slice(10)}"`);
       if (file === "SHA256SUMS") return reply.type("text/plain; charset=utf-8").send(snap.index);
       if (file === "SHA256SUMS.gpg") return reply.type("application/pgp-signature").send(snap.signature);
@@ -53,7 +60,7 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
     const record = req.method === "GET" && (!range || /^bytes=0-/.test(range));
     const artifact = await fleet.download({ ...d, file }, record);
     if (!artifact) return reply.code(404).send();
-    req.log.info({ device, size: artifact.size }, "download");
+    req.logContext = { device, size: artifact.size, recorded: record };
     if (artifact.kind === "url") return reply.redirect(artifact.url, 302);
     return reply
       .type("application/octet-stream")
@@ -69,11 +76,11 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
       const d = deviceRequest({ ...req.params, booted: "0", file: "" });
       if (!d) return reply.code(404).send();
       if (!auth.device(req.headers.authorization, d.image, d.machine)) {
-        req.log.warn({ device: { machine: d.machine, image: d.image } }, "report refused: bad device token");
+        req.logContext = { device: { machine: d.machine, image: d.image }, refused: "bad device token" };
         return reply.code(401).header("www-authenticate", "Bearer").send({ error: "a valid device token is required" });
       }
       const r = await fleet.report({ channel: d.channel, image: d.image, arch: d.arch, machine: d.machine }, req.body);
-      req.log.info({ device: { machine: d.machine, channel: d.channel }, event: r.event, version: r.version, healthy: r.healthy }, "report");
+      req.logContext = { device: { machine: d.machine, channel: d.channel }, report: { event: r.event, version: r.version, healthy: r.healthy } };
       return reply.code(204).send();
     },
   );

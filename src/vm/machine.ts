@@ -25,6 +25,8 @@ export interface VmConfig {
   diskSize: string;
   /** Guest TCP ports forwarded to loopback: guest port → host port. */
   forwards: Record<string, number>;
+  /** systemd credentials passed in through SMBIOS type 11, as a device's firmware or BMC would (name → value). */
+  credentials?: Record<string, string>;
 }
 
 export interface VmRuntime {
@@ -43,6 +45,7 @@ export interface CreateOptions {
   uuid?: string;
   /** Extra guest ports to forward besides SSH. */
   ports?: number[];
+  credentials?: Record<string, string>;
 }
 
 export async function freePort(): Promise<number> {
@@ -54,6 +57,15 @@ export async function freePort(): Promise<number> {
       srv.close(() => (typeof addr === "object" && addr ? resolvePort(addr.port) : reject(new Error("no port"))));
     });
   });
+}
+
+/** Credential names as systemd accepts them; values on one line (SMBIOS strings cannot hold a newline). */
+function checkCredentials(creds: Record<string, string>): Record<string, string> {
+  for (const [name, value] of Object.entries(creds)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(name)) throw new UserError(`invalid credential name: ${JSON.stringify(name)}`);
+    if (/[\r\n\0]/.test(value)) throw new UserError(`credential ${name}: the value must be one line`);
+  }
+  return creds;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -101,12 +113,14 @@ export class Vm {
       cpus: options.cpus ?? 2,
       diskSize: options.diskSize ?? "8G",
       forwards,
+      ...(options.credentials ? { credentials: checkCredentials(options.credentials) } : {}),
     };
     const q = (argv: string[]) => run([...tools.prefix, ...argv], { env: tools.env, capture: true });
     await q(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", abs, join(root, "disk.qcow2"), config.diskSize]);
     copyFileSync(tools.firmwareVars, join(root, "efivars.fd"));
     await q(["swtpm_setup", "--tpm-state", join(root, "tpm"), "--tpm2", "--pcr-banks", "sha256", "--config", "/dev/null"]);
-    writeFileSync(join(root, "vm.json"), `${JSON.stringify(config, null, 2)}\n`);
+    // Credentials may be secrets (a report token): the file is the operator's alone.
+    writeFileSync(join(root, "vm.json"), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
     return new Vm(root, config, tools);
   }
 
@@ -218,6 +232,11 @@ export class Vm {
       `if=pflash,format=raw,file=${join(this.dir, "efivars.fd")}`,
       "-smbios",
       `type=1,uuid=${c.uuid}`,
+      // QEMU separates options with ',': a literal one is written twice.
+      ...Object.entries(c.credentials ?? {}).flatMap(([name, value]) => [
+        "-smbios",
+        `type=11,value=io.systemd.credential:${name}=${value.replaceAll(",", ",,")}`,
+      ]),
       "-chardev",
       `socket,id=chrtpm,path=${tpmSock}`,
       "-tpmdev",

@@ -48,26 +48,7 @@ export async function startTestServer(
   const url = options.listen === false ? "" : await app.listen({ host: "127.0.0.1", port: 0 });
   const released = new Set<string>();
   const release = async (image: string, version: string) => {
-    const files: Record<string, Buffer> = {
-      [`${image}_${version}.efi`]: randomBytes(2048),
-      [`${image}_${version}.root-x86-64.${randomUUIDLike()}.raw.xz`]: randomBytes(4096),
-    };
-    const m: ReleaseManifest = {
-      format: 1,
-      id: image,
-      version,
-      devSigned: false,
-      roothash: "ab".repeat(32),
-      signingKey: "test",
-      createdAt: new Date().toISOString(),
-      files: Object.entries(files).map(([name, b]) => ({
-        name,
-        kind: name.endsWith(".efi") ? "uki" : "root",
-        size: b.length,
-        sha256: createHash("sha256").update(b).digest("hex"),
-        installedSize: b.length,
-      })),
-    };
+    const { manifest: m, files } = standInRelease(image, version);
     await fleet.beginRelease(m);
     for (const [name, b] of Object.entries(files)) await fleet.putFile(image, version, name, Readable.from([b]));
     await fleet.commitRelease(image, version, "test");
@@ -91,6 +72,35 @@ export async function startTestServer(
       await fleet.db.close();
     },
   };
+}
+
+/** A release's manifest and bytes: a small UKI and root partition, random, so every release differs. */
+export function standInRelease(
+  image: string,
+  version: string,
+  sizes = { uki: 2048, root: 4096 },
+): { manifest: ReleaseManifest; files: Record<string, Buffer> } {
+  const files: Record<string, Buffer> = {
+    [`${image}_${version}.efi`]: randomBytes(sizes.uki),
+    [`${image}_${version}.root-x86-64.${randomUUIDLike()}.raw.xz`]: randomBytes(sizes.root),
+  };
+  const manifest: ReleaseManifest = {
+    format: 1,
+    id: image,
+    version,
+    devSigned: false,
+    roothash: "ab".repeat(32),
+    signingKey: "test",
+    createdAt: new Date().toISOString(),
+    files: Object.entries(files).map(([name, b]) => ({
+      name,
+      kind: name.endsWith(".efi") ? "uki" : "root",
+      size: b.length,
+      sha256: createHash("sha256").update(b).digest("hex"),
+      installedSize: b.length,
+    })),
+  };
+  return { manifest, files };
 }
 
 function randomUUIDLike(): string {

@@ -5,7 +5,7 @@ import { appendFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../../src/process/run.js";
 import { createReporter } from "../../../src/report/reporter.js";
-import { Vm } from "../../../src/vm/machine.js";
+import { type CreateOptions, Vm } from "../../../src/vm/machine.js";
 import type { ExecResult, SshSession } from "../../../src/vm/ssh.js";
 import { ensureVmTools, type VmTools } from "../../../src/vm/tools.js";
 import { type BuiltImage, workDir } from "./image.js";
@@ -43,7 +43,7 @@ export class Scenario {
   }
 
   /** A fresh VM on its own overlay of `image`, not started yet. */
-  async create(label: string, image: BuiltImage, options: { ports?: number[] } = {}): Promise<Vm> {
+  async create(label: string, image: BuiltImage, options: Omit<CreateOptions, "user" | "identity"> = {}): Promise<Vm> {
     const dir = join(workDir(), "vms", `${this.name}-${label}`);
     rmSync(dir, { recursive: true, force: true });
     const vm = await Vm.create(dir, image.image, await vmTools(), { user: image.user, identity: image.identity, ...options });
@@ -52,7 +52,7 @@ export class Scenario {
   }
 
   /** A fresh VM on its own overlay of `image`, started. */
-  async boot(label: string, image: BuiltImage, options: { ports?: number[] } = {}): Promise<Vm> {
+  async boot(label: string, image: BuiltImage, options: Omit<CreateOptions, "user" | "identity"> = {}): Promise<Vm> {
     const vm = await this.create(label, image, options);
     await this.step(`start VM ${label}`, () => vm.start());
     return vm;

@@ -6,11 +6,12 @@ import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import type { FastifyInstance } from "fastify";
-import type { Fleet } from "../../../src/fleet/fleet.js";
+import type { Fleet, RolloutOptions } from "../../../src/fleet/fleet.js";
 import { keysDir } from "../../../src/keys/keys.js";
 import { signDetached, updateKeyPaths } from "../../../src/keys/update-key.js";
 import { createRelease } from "../../../src/release/release.js";
 import { createReporter } from "../../../src/report/reporter.js";
+import { deviceToken } from "../../../src/server/auth.js";
 import { publishRelease } from "../../../src/server/publish.js";
 import { createServer, openFleet } from "../../../src/server/server.js";
 import type { SshSession } from "../../../src/vm/ssh.js";
@@ -39,6 +40,8 @@ export interface UpdateServer {
   faults: Faults;
   /** Bytes of release files (not indexes) sent to devices since the last reset. */
   downloaded: { bytes: number; files: string[] };
+  /** The report token a device with this machine-id is provisioned with. */
+  tokenFor(image: string, machine: string): string;
   close(): Promise<void>;
 }
 
@@ -77,7 +80,8 @@ export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServe
   mkdirSync(data, { recursive: true });
   const key = updateKeyPaths(keysDir(signer.dir));
   const fleet = await openFleet({ data, sign: (index) => signDetached(key, index) });
-  const app = createServer({ fleet, auth: { secret: randomBytes(32), token: OPERATOR_TOKEN } });
+  const secret = randomBytes(32);
+  const app = createServer({ fleet, auth: { secret, token: OPERATOR_TOKEN } });
   const faults: Faults = {};
   const downloaded = { bytes: 0, files: [] as string[] };
   app.addHook("onSend", async (req, reply, payload) => {
@@ -100,13 +104,27 @@ export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServe
     await app.close();
     await fleet.db.close();
   };
-  return { app, fleet, url: `http://127.0.0.1:${UPDATE_PORT}`, faults, downloaded, close };
+  return {
+    app,
+    fleet,
+    url: `http://127.0.0.1:${UPDATE_PORT}`,
+    faults,
+    downloaded,
+    tokenFor: (image, machine) => deviceToken(secret, image, machine),
+    close,
+  };
 }
 
 /** basalt release (dev keys allowed: the suite's keys are made on the fly) and basalt publish. */
-export async function releaseAndPublish(server: UpdateServer, image: BuiltImage, channel = "stable"): Promise<void> {
+export async function releaseAndPublish(server: UpdateServer, image: BuiltImage, options: { channel?: string; rollout?: RolloutOptions } = {}): Promise<void> {
   await createRelease(image.dir, { reporter, allowDev: true });
-  await publishRelease(image.dir, { server: server.url, token: OPERATOR_TOKEN, channel, reporter });
+  await publishRelease(image.dir, {
+    server: server.url,
+    token: OPERATOR_TOKEN,
+    channel: options.channel ?? "stable",
+    ...(options.rollout ? { rollout: options.rollout } : {}),
+    reporter,
+  });
 }
 
 export const imageVersion = (ssh: SshSession) => sh(ssh, ". /etc/os-release; echo $IMAGE_VERSION");
