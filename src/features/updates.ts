@@ -144,7 +144,8 @@ export const feature: Feature = {
     ]);
     tree.preset("enable systemd-sysupdate.timer");
     // It reboots whenever a newer version is installed, even one marked bad: a nightly reboot loop
-    // after a rollback. Rebooting into an update is the operator's policy, not a timer's.
-    tree.preset("disable systemd-sysupdate-reboot.timer");
+    // after a rollback. Rebooting into an update is the operator's policy, not a timer's. Masked:
+    // Debian's package enables it when installed, and a preset does not undo that in the image.
+    tree.imageSymlink("etc/systemd/system/systemd-sysupdate-reboot.timer", "/dev/null");
   },
 };

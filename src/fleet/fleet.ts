@@ -61,6 +61,18 @@ export interface RolloutProgress {
 }
 
 const DEFAULT_POLICY = { maxFailureRate: 0.2, minDevices: 3 };
+
+/**
+ * What an index that offers nothing lists: systemd-pull 257 fails on an empty body ("Premature
+ * connection termination", seen in the VM suite), so the index names one file no transfer pattern
+ * can match (patterns start with `<image id>_`; this name has no '_').
+ */
+export const NOTHING_OFFERED = { name: "basalt-nothing-offered", sha256: createHash("sha256").update("").digest("hex") };
+
+/** The bytes of an index listing `entries`, never empty. */
+export function renderIndex(entries: { name: string; sha256: string }[]): Buffer {
+  return Buffer.from(renderSha256Sums(entries.length ? entries : [NOTHING_OFFERED]));
+}
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 function checkRolloutOptions(o: RolloutPatch): void {
@@ -159,7 +171,7 @@ export class Fleet {
         entries.push({ name: f.name, sha256: f.sha256 });
       }
     }
-    const index = Buffer.from(renderSha256Sums(entries));
+    const index = renderIndex(entries);
     const hash = sha256(index);
     if (!(await this.db.hasSnapshot(image, hash))) {
       const sig = await this.sign(index);
@@ -180,16 +192,10 @@ export class Fleet {
     return snap;
   }
 
-  /** The empty index, signed once: what a channel that offers nothing shows. */
+  /** The index that offers nothing, signed once: what a channel that does not exist shows. */
   private emptySnapshot(): Promise<SnapshotRecord> {
-    this.empty ??= this.sign(Buffer.alloc(0)).then((sig) => ({
-      image: "",
-      hash: sha256(Buffer.alloc(0)),
-      versions: [],
-      index: Buffer.alloc(0),
-      signature: sig.binary,
-      armored: sig.armored,
-    }));
+    const index = renderIndex([]);
+    this.empty ??= this.sign(index).then((sig) => ({ image: "", hash: sha256(index), versions: [], index, signature: sig.binary, armored: sig.armored }));
     return this.empty;
   }
 

@@ -48,14 +48,13 @@ it("refuses bad updates, survives a power cut mid-update, then updates", async (
   const refused = async (why: RegExp) => {
     const r = await ssh.exec(`${SYSUPDATE} update 2>&1`, 600_000);
     expect(r.code, r.stdout).not.toBe(0);
-    console.log(`refused (${why}):\n${r.stdout.trim().split("\n").slice(-4).join("\n")}`);
     expect(r.stdout).toMatch(why);
     await unchanged(ssh);
   };
 
   await s.step("a UKI with one flipped byte is refused once downloaded; nothing of v2 is installed", async () => {
     srv.faults.corrupt = /\.efi$/;
-    await refused(/checksum|digest|does not match|hash/i);
+    await refused(/Checksum of \S+e2e_2\.0\.efi file did not check out/);
     srv.faults.corrupt = undefined;
   });
   const index = Buffer.from(await (await fetch(`${srv.url}/v1/stable/e2e/x86-64/${"0".repeat(32)}/1.0/SHA256SUMS`)).arrayBuffer());
@@ -64,12 +63,12 @@ it("refuses bad updates, survives a power cut mid-update, then updates", async (
     const bad = Buffer.from(good);
     bad[bad.length - 3] = (bad[bad.length - 3] ?? 0) ^ 0x55;
     srv.faults.signature = bad;
-    await refused(/signature|gpg/i);
+    await refused(/gpg: BAD signature/);
   });
   await s.step("an index signed by another key is refused", async () => {
     const intruder = await ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-intruder-")), "intruder");
     srv.faults.signature = (await signDetached(intruder, index)).binary;
-    await refused(/signature|gpg|public key/i);
+    await refused(/gpg: Can't check signature: No public key/);
     srv.faults.signature = undefined;
   });
 

@@ -27,9 +27,12 @@ it("updates v1 → v2 into the other slot, then falls back from a v3 that never 
 
   const vm = await s.boot("a", shared);
   let ssh = await s.step("first boot (v1) to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
-  await s.step("v1 is running and blessed; write data to /var", async () => {
+  await s.step("v1 is running and blessed; the stock reboot timer is off; write data to /var", async () => {
     expect(await imageVersion(ssh)).toBe(shared.version);
     await waitBlessed(ssh);
+    // It would reboot a rolled-back device into its bad version every night.
+    expect((await ssh.exec("systemctl is-enabled systemd-sysupdate-reboot.timer")).stdout.trim()).toBe("masked");
+    expect((await ssh.exec("systemctl is-active systemd-sysupdate-reboot.timer")).stdout.trim()).toBe("inactive");
     await sh(ssh, "echo kept-across-updates > ~/data.txt && sync");
   });
   await s.step("systemd-sysupdate installs v2 into the other slot", async () => {
