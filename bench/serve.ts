@@ -65,20 +65,29 @@ const devicePath = (machine: string, boot: string, file: string) => `/v1/${CHANN
 // Everything to undo, kept where a signal handler can reach it: nginx runs in its own process
 // group (spawnDaemon), so a Ctrl-C that stops this process would not stop it.
 const dirs: string[] = [];
+/** Removes `dir` at the end; only directories this run made (all named basalt-…) are ever removed. */
+function removeLater(dir: string): void {
+  if (!basename(dir).startsWith("basalt-")) throw new Error(`${dir} does not look like a benchmark directory; not removing it`);
+  dirs.push(dir);
+}
 let nginx: Daemon | undefined;
 let server: TestServer | undefined;
 function removeNow(): void {
   nginx?.kill("SIGKILL");
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
   process.once(signal, () => {
     removeNow();
-    process.exit(130);
+    process.exit(code);
   });
 }
 
-async function version(command: string[]): Promise<string> {
+/** The first line a tool prints (nginx -v writes to stderr, wrk -v exits 1). */
+async function firstOutputLine(command: string[]): Promise<string> {
   const r = await run(command, { check: false });
   return `${r.stdout}\n${r.stderr}`.trim().split("\n")[0] ?? "";
 }
@@ -217,13 +226,12 @@ async function runWrk(script: string, url: string, connections: number, seconds:
   return JSON.parse(line.slice("BENCH-RESULT ".length)) as WrkSummary;
 }
 
-/** A warm-up (discarded), then the measured run. */
 /** Busy and total CPU time of the whole machine, in clock ticks (/proc/stat). */
 function machineTicks(): { busy: number; total: number } {
   const [, ...fields] = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/);
   const t = fields.map(Number);
   const total = t.slice(0, 8).reduce((a, b) => a + b, 0);
-  // idle and iowait
+  // The 4th and 5th fields are idle and iowait; the rest is busy.
   return { busy: total - (t[3] ?? 0) - (t[4] ?? 0), total };
 }
 
@@ -338,18 +346,17 @@ const loadBefore = loadavg().map((n) => round(n, 2));
 try {
   await ensureTools();
   const work = mkdtempSync(join(tmpdir(), "basalt-bench-serve-"));
-  dirs.push(work);
+  removeLater(work);
   for (const d of ["index", "temp"]) mkdirSync(join(work, d));
 
   server = await startTestServer({ listen: true });
   // The helper's key and data directories are temporary too; found from what it hands back.
-  dirs.push(dirname(server.key.key));
+  removeLater(dirname(server.key.key));
   const { rootName, rootSha256 } = await publishRelease(server);
   const located = await server.fleet.download({ channel: CHANNEL, image: IMAGE, arch: ARCH, machine: hex128(), booted: BOOTED, file: rootName }, false);
   if (located?.kind !== "file") throw new Error(`${rootName} is not in the local artifact store`);
   const releaseDir = dirname(located.path);
-  dirs.push(dirname(dirname(dirname(releaseDir)))); // <data>/releases/<id>/<version>
-  for (const d of dirs) if (!basename(d).startsWith("basalt-")) throw new Error(`refusing to remove ${d} afterwards: not a benchmark directory`);
+  removeLater(dirname(dirname(dirname(releaseDir)))); // releaseDir is <data>/releases/<id>/<version>
 
   // nginx serves what one device was shown; with the release on 100% of the channel every device is shown the same.
   const index = await get(server.url + devicePath(hex128(), hex128(), "SHA256SUMS"));
@@ -389,7 +396,7 @@ try {
   writeFileSync(join(work, "nginx.conf"), renderNginxConfig({ dir: work, port, indexDir: join(work, "index"), releaseDir }));
   nginx = await startNginx(work, nginxBase + devicePath(hex128(), hex128(), "SHA256SUMS"));
   await check("nginx", nginxBase);
-  const ticksPerSecond = Number(await version(["getconf", "CLK_TCK"])) || 100;
+  const ticksPerSecond = Number(await firstOutputLine(["getconf", "CLK_TCK"])) || 100;
   const { pid } = nginx;
   const nginxCpu = () => processTreeCpuSeconds(pid, ticksPerSecond);
   const nginxResult = {
@@ -411,8 +418,8 @@ try {
       memoryGiB: Math.round(totalmem() / 2 ** 30),
       kernel: kernelRelease(),
       node: process.version,
-      nginx: await version(["nginx", "-v"]),
-      wrk: (await version(["wrk", "-v"])).replace(/\s+Copyright.*$/, ""),
+      nginx: await firstOutputLine(["nginx", "-v"]),
+      wrk: (await firstOutputLine(["wrk", "-v"])).replace(/\s+Copyright.*$/, ""),
       loadAverage1m5m15m: { before: loadBefore, after: loadavg().map((n) => round(n, 2)) },
     },
     setup: {
@@ -433,6 +440,8 @@ try {
       notes: [
         "The index comparison is not like for like on purpose: nginx returns two static files, basalt decides per device which signed snapshot it sees and writes the poll to its database. The ratio is the price of that.",
         "Server and wrk share the machine's cores. wrk keeps connections open (devices open a new one per file, as each systemd-pull is its own process) and waits for each answer before the next request on that connection (latencies are those of a closed loop).",
+        "serverCpuCores is the server's CPU time over the run's wall time (1 = one core). Well below 1 with machineBusyPercent near 100, the server was not what limited the run (wrk or other processes on the machine were); serverCpuUsPerRequest then compares the two servers' cost better than requests/s does.",
+        "Ratios are basalt divided by nginx: below 1 for throughput, above 1 for latency and CPU per request mean basalt is slower.",
         "MB = 10^6 bytes. non2xx is counted exactly for the index; for downloads wrk counts only status >= 400 (a response() hook would make wrk buffer every 60 MB body). Before each run, each server answered every request kind with 200 and the same bytes.",
       ],
     },
@@ -453,7 +462,8 @@ try {
   writeFileSync(join(root, "bench/results/serve.json"), `${JSON.stringify(report, null, 2)}\n`);
   console.log(JSON.stringify(report, null, 2));
 } finally {
-  if (nginx) await stopNginx(nginx);
-  await server?.close();
+  // A failure to stop must not hide the error that got us here, nor keep the directories.
+  if (nginx) await stopNginx(nginx).catch(() => undefined);
+  await server?.close().catch(() => undefined);
   removeNow();
 }

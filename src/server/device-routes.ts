@@ -25,15 +25,7 @@ const ARCH = /^[a-z0-9_-]{1,32}$/;
 // What SHA256SUMS can name (<= 255 bytes); anything else cannot be a file of a release.
 const FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
 
-interface DeviceParams {
-  channel: string;
-  image: string;
-  arch: string;
-  machine: string;
-  booted: string;
-  boot?: string;
-  file: string;
-}
+type DeviceParams = DeviceRequest & { file: string };
 
 function deviceRequest(p: DeviceParams): DeviceRequest | undefined {
   if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine) || !VERSION.test(p.booted)) return undefined;

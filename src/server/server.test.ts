@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { manifestFor } from "../../tests/support/fleet-server.js";
 import { ensureUpdateKey, signDetached, type UpdateKeyPaths, verifyDetached } from "../keys/update-key.js";
-import type { ReleaseManifest } from "../release/release.js";
 import { parseSha256Sums } from "../release/sha256sums.js";
 import { createServer, openFleet } from "./server.js";
 
@@ -34,24 +34,7 @@ async function server(token: string | null = TOKEN) {
   return { app, fleet };
 }
 
-function release(version: string, files: Record<string, Buffer>): ReleaseManifest {
-  return {
-    format: 1,
-    id: "demo",
-    version,
-    devSigned: false,
-    roothash: "ab".repeat(32),
-    signingKey: "x",
-    createdAt: new Date().toISOString(),
-    files: Object.entries(files).map(([name, b]) => ({
-      name,
-      kind: name.endsWith(".efi") ? "uki" : "root",
-      size: b.length,
-      sha256: sha(b),
-      installedSize: b.length,
-    })),
-  };
-}
+const release = (version: string, files: Record<string, Buffer>) => manifestFor("demo", version, files);
 
 async function publish(app: FastifyInstance, version: string, files: Record<string, Buffer>, channel = "stable") {
   const m = release(version, files);

@@ -74,17 +74,9 @@ export async function startTestServer(
   };
 }
 
-/** A release's manifest and bytes: a small UKI and root partition, random, so every release differs. */
-export function standInRelease(
-  image: string,
-  version: string,
-  sizes = { uki: 2048, root: 4096 },
-): { manifest: ReleaseManifest; files: Record<string, Buffer> } {
-  const files: Record<string, Buffer> = {
-    [`${image}_${version}.efi`]: randomBytes(sizes.uki),
-    [`${image}_${version}.root-x86-64.${randomUUIDLike()}.raw.xz`]: randomBytes(sizes.root),
-  };
-  const manifest: ReleaseManifest = {
+/** The release.json of a release made of `files`. */
+export function manifestFor(image: string, version: string, files: Record<string, Buffer>): ReleaseManifest {
+  return {
     format: 1,
     id: image,
     version,
@@ -100,7 +92,19 @@ export function standInRelease(
       installedSize: b.length,
     })),
   };
-  return { manifest, files };
+}
+
+/** A release's manifest and bytes: a small UKI and root partition, random, so every release differs. */
+export function standInRelease(
+  image: string,
+  version: string,
+  sizes = { uki: 2048, root: 4096 },
+): { manifest: ReleaseManifest; files: Record<string, Buffer> } {
+  const files: Record<string, Buffer> = {
+    [`${image}_${version}.efi`]: randomBytes(sizes.uki),
+    [`${image}_${version}.root-x86-64.${randomUUIDLike()}.raw.xz`]: randomBytes(sizes.root),
+  };
+  return { manifest: manifestFor(image, version, files), files };
 }
 
 function randomUUIDLike(): string {
