@@ -97,7 +97,7 @@ export function registerServerCommands(program: Command): void {
     )
     .option("--fleet-token-file <file>", "one token every device may report with, besides its own (weaker; see docs/fleet.md)")
     .option("--public-metrics", "serve /metrics without operator credentials")
-    .option("--hold-seconds <n>", "how long a device keeps the index it was shown", seconds("--hold-seconds"), 120)
+    .option("--hold-seconds <n>", "how long a device keeps the index it was shown (index and signature are fetched together)", seconds("--hold-seconds"), 30)
     .description("the fleet server: releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics")
     .action(async (o: ServeOptions) => {
       const key = updateKeyPaths(o.keys);

@@ -76,13 +76,14 @@ export const feature: Feature = {
       ],
     ]);
     tree.preset("enable basalt-report@.service boot");
-    // After every sysupdate run, with its result ($MONITOR_SERVICE_RESULT).
+    // After every sysupdate run, with its result ($MONITOR_SERVICE_RESULT). One instance each: a unit
+    // both name counts as triggered twice, and systemd then passes no result at all.
     tree.imageIni("usr/lib/systemd/system/systemd-sysupdate.service.d/50-report.conf", [
       [
         "Unit",
         [
           ["OnSuccess", "basalt-report@update.service"],
-          ["OnFailure", "basalt-report@update.service"],
+          ["OnFailure", "basalt-report@update-failed.service"],
         ],
       ],
     ]);

@@ -35,7 +35,10 @@ export interface FleetOptions {
   db: FleetDb;
   artifacts: ArtifactStore;
   sign: Signer;
-  /** How long a device stays on the snapshot it was shown (the index and its signature are fetched at once). */
+  /**
+   * How long a device stays on the snapshot it was shown within one boot and version: the index and
+   * its signature are requested at the same moment, so seconds are enough (default 30).
+   */
   holdSeconds?: number;
   now?: () => number;
 }
@@ -105,7 +108,7 @@ export class Fleet {
     this.db = o.db;
     this.artifacts = o.artifacts;
     this.sign = o.sign;
-    this.holdMs = (o.holdSeconds ?? 120) * 1000;
+    this.holdMs = (o.holdSeconds ?? 30) * 1000;
     this.now = o.now ?? Date.now;
   }
 

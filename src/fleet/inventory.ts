@@ -128,9 +128,11 @@ export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapsho
   d.lastSeen = p.at;
   d.arch = p.arch;
   d.channel = p.channel;
+  const sameBoot = (!p.boot || p.boot === d.bootId) && p.booted === d.bootedVersion;
   observeBoot(d, events, p.booted, p.boot, p.at);
-  // Keep the snapshot chosen by whichever request of this check came first.
-  if (d.viewSnapshot === null || d.viewUntil === null || d.viewUntil <= p.at) {
+  // Keep the snapshot chosen by whichever request of this check came first; a new boot or version
+  // is a new check.
+  if (!sameBoot || d.viewSnapshot === null || d.viewUntil === null || d.viewUntil <= p.at) {
     d.viewSnapshot = p.snapshot;
     d.viewUntil = p.at + p.holdMs;
   }
