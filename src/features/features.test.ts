@@ -94,4 +94,15 @@ describe("features", () => {
     expect(file(h, "image/usr/lib/systemd/system/basalt-health.service")).toContain("RequiredBy=boot-complete.target");
     expect(file(h, "image/usr/lib/systemd/system-preset/10-basalt.preset")).toContain("enable systemd-boot-check-no-failures.service");
   });
+
+  it("reports to the fleet server only with an update URL, and not when switched off", () => {
+    expect(render("").has("image/usr/lib/systemd/system/basalt-report@.service")).toBe(false);
+    const on = render('[update]\nurl = "http://updates.example:8080/"\nchannel = "beta"\n');
+    expect(file(on, "image/usr/lib/basalt/report")).toContain('"http://updates.example:8080/v1/beta/$IMAGE_ID/x86-64/$machine/report"');
+    expect(file(on, "image/usr/lib/systemd/system/basalt-report@.service")).toContain("ImportCredential=basalt.report-token");
+    expect(file(on, "image/usr/lib/sysupdate.d/90-uki.transfer")).toContain("Path=http://updates.example:8080/v1/beta/%M/%a/%m/%A/%b/");
+    const off = render('[update]\nurl = "http://updates.example:8080/"\n[report]\nenabled = false\n');
+    expect(off.has("image/usr/lib/basalt/report")).toBe(false);
+    expect(off.has("image/usr/lib/sysupdate.d/90-uki.transfer")).toBe(true);
+  });
 });

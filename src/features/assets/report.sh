@@ -46,7 +46,8 @@ body=$(printf '{"event":%s,"version":%s,"boot_id":%s,"blessed":%s,"healthy":%s,"
 body="$body}"
 
 # The token goes into a header file, not onto the command line, where any user could read it.
-dir=${RUNTIME_DIRECTORY:-$(mktemp -d)}
+dir=${RUNTIME_DIRECTORY:-}
+[ -n "$dir" ] || { dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT; }
 printf 'Authorization: Bearer %s\n' "$(cat "$token")" > "$dir/header"
 # Before an unhealthy reboot there is no time for long retries.
 if [ "$event" = unhealthy ]; then
