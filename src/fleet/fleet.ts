@@ -299,6 +299,13 @@ export class Fleet {
 
   /** The signed index a device is shown now; records the poll. */
   async view(req: DeviceRequest): Promise<SnapshotRecord> {
+    // The second request of a check (index and signature come together) finds the view the first
+    // one chose and needs no write: half the index requests cost one read.
+    const held = await this.db.heldView(req.image, req.machine);
+    if (held && held.until > this.now() && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId)) {
+      const snap = await this.loadSnapshot(req.image, held.snapshot);
+      if (snap) return snap;
+    }
     const [channel, pins] = await Promise.all([this.db.channel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
     if (!channel) return this.emptySnapshot();
     const devicePin = pins.find((p) => p.scope === "device");

@@ -479,6 +479,19 @@ export class FleetDb {
 
   // Devices ---------------------------------------------------------------------------------
 
+  /** Just the index snapshot a device is held on, and for which boot: the cheap read of every index request. */
+  async heldView(
+    image: string,
+    machine: string,
+  ): Promise<{ snapshot: string; until: number; bootId: string | null; bootedVersion: string | null } | undefined> {
+    const r = await this.sql.get<DbRow>("SELECT view_snapshot, view_until, boot_id, booted_version FROM devices WHERE image = ? AND machine = ?", [
+      image,
+      machine,
+    ]);
+    if (!r || r.view_snapshot === null || r.view_until === null) return undefined;
+    return { snapshot: String(r.view_snapshot), until: Number(r.view_until), bootId: s(r.boot_id), bootedVersion: s(r.booted_version) };
+  }
+
   async device(image: string, machine: string): Promise<Device | undefined> {
     const r = await this.sql.get<DbRow>("SELECT * FROM devices WHERE image = ? AND machine = ?", [image, machine]);
     return r ? toDevice(r) : undefined;
