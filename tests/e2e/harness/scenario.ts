@@ -24,6 +24,7 @@ export class StepError extends Error {}
 export class Scenario {
   readonly steps: { name: string; seconds: number }[] = [];
   private readonly vms: Vm[] = [];
+  private readonly cleanups: (() => Promise<void>)[] = [];
   private readonly started = performance.now();
   private failed = false;
 
@@ -58,7 +59,13 @@ export class Scenario {
     return vm;
   }
 
+  /** Something to undo when the scenario ends, however it ends (a server to close). */
+  defer(cleanup: () => Promise<void>): void {
+    this.cleanups.push(cleanup);
+  }
+
   async finish(): Promise<void> {
+    for (const c of this.cleanups.splice(0).reverse()) await c().catch(() => undefined);
     for (const vm of this.vms) {
       vm.kill();
       if (process.env.BASALT_E2E_KEEP !== "1") rmSync(vm.dir, { recursive: true, force: true });

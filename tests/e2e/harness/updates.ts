@@ -16,7 +16,7 @@ import { publishRelease } from "../../../src/server/publish.js";
 import { createServer, openFleet } from "../../../src/server/server.js";
 import type { SshSession } from "../../../src/vm/ssh.js";
 import { type BuiltImage, workDir } from "./image.js";
-import { sh } from "./scenario.js";
+import { type Scenario, sh } from "./scenario.js";
 
 /** Baked into the fixture's update.url as http://10.0.2.2:18480/ (the host, seen from the guest). */
 export const UPDATE_PORT = 18480;
@@ -113,6 +113,20 @@ export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServe
     tokenFor: (image, machine) => deviceToken(secret, image, machine),
     close,
   };
+}
+
+/**
+ * A step: basalt serve for `signer`'s update key, with `image` released and published on it; the
+ * scenario closes the server when it ends.
+ */
+export function serveRelease(s: Scenario, signer: BuiltImage, image: BuiltImage, options: { rollout?: RolloutOptions } = {}): Promise<UpdateServer> {
+  const how = options.rollout?.percent !== undefined ? ` at ${options.rollout.percent}%` : "";
+  return s.step(`start basalt serve and publish ${image.version} on stable${how}`, async () => {
+    const server = await startUpdateServer(signer);
+    s.defer(() => server.close());
+    await releaseAndPublish(server, image, options);
+    return server;
+  });
 }
 
 /** basalt release (dev keys allowed: the suite's keys are made on the fly) and basalt publish. */

@@ -10,15 +10,11 @@ import { rolloutBucket } from "../../../../src/fleet/rollout.js";
 import type { SshSession } from "../../../../src/vm/ssh.js";
 import { prepareVersion } from "../../harness/image.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
-import { imageVersion, OPERATOR_TOKEN, releaseAndPublish, startUpdateServer, type UpdateServer, ukis, waitBlessed } from "../../harness/updates.js";
+import { imageVersion, OPERATOR_TOKEN, serveRelease, ukis, waitBlessed } from "../../harness/updates.js";
 
 const shared = inject("sharedImage");
 const s = new Scenario("fleet");
-let server: UpdateServer | undefined;
-afterAll(async () => {
-  await server?.close();
-  await s.finish();
-});
+afterAll(() => s.finish());
 
 const machineOf = (uuid: string) => uuid.replaceAll("-", "").toLowerCase();
 /** A random SMBIOS UUID whose machine-id is (or is not) within the first `percent` of v2's rollout. */
@@ -34,11 +30,7 @@ const runSysupdate = (ssh: SshSession) => sh(ssh, "sudo -n systemctl start --wai
 
 it("rolls v2 out to half of a two-device fleet, then to all, with both in the inventory", async () => {
   const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
-  const srv = await s.step("start basalt serve; publish v2 on stable at 50%", async () => {
-    server = await startUpdateServer(shared);
-    await releaseAndPublish(server, v2, { rollout: { percent: 50 } });
-    return server;
-  });
+  const srv = await serveRelease(s, shared, v2, { rollout: { percent: 50 } });
   const uuids = { in: uuidFor(true, 50), out: uuidFor(false, 50) };
   const credentials = (uuid: string) => ({ [REPORT_CREDENTIAL]: srv.tokenFor(shared.id, machineOf(uuid)) });
   const vmIn = await s.create("in", shared, { uuid: uuids.in, credentials: credentials(uuids.in) });

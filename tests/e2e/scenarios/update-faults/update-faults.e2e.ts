@@ -11,25 +11,17 @@ import type { SshSession } from "../../../../src/vm/ssh.js";
 import { expectNormalBoot, partitionLabels } from "../../harness/checks.js";
 import { prepareVersion } from "../../harness/image.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
-import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer, type UpdateServer, ukis, waitBlessed } from "../../harness/updates.js";
+import { imageVersion, SYSUPDATE, serveRelease, ukis, waitBlessed } from "../../harness/updates.js";
 
 const shared = inject("sharedImage");
 const s = new Scenario("update-faults");
-let server: UpdateServer | undefined;
-afterAll(async () => {
-  await server?.close();
-  await s.finish();
-});
+afterAll(() => s.finish());
 
 const ROOT_FILE = /\.root-x86-64\.[0-9a-f-]{36}\.raw\.xz$/;
 
 it("refuses bad updates, survives a power cut mid-update, then updates", async () => {
   const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
-  const srv = await s.step("start basalt serve and publish v2 on stable", async () => {
-    server = await startUpdateServer(shared);
-    await releaseAndPublish(server, v2);
-    return server;
-  });
+  const srv = await serveRelease(s, shared, v2);
   const vm = await s.boot("a", shared);
   let ssh = await s.step("first boot (v1) to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
   const before = await s.step("v1 is blessed; record its slots and boot entries; write data to /var", async () => {

@@ -4,26 +4,18 @@
 import { afterAll, expect, inject, it } from "vitest";
 import { prepareVersion } from "../../harness/image.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
-import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer, type UpdateServer, ukis, waitBlessed } from "../../harness/updates.js";
+import { imageVersion, releaseAndPublish, SYSUPDATE, serveRelease, ukis, waitBlessed } from "../../harness/updates.js";
 
 const shared = inject("sharedImage");
 const s = new Scenario("update");
-let server: UpdateServer | undefined;
-afterAll(async () => {
-  await server?.close();
-  await s.finish();
-});
+afterAll(() => s.finish());
 
 it("updates v1 → v2 into the other slot, then falls back from a v3 that never becomes healthy", async () => {
   const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
   const v3 = await s.step("build v3 (its health check can never pass)", () =>
     prepareVersion(shared, "update-v3", "3.0", '[health]\nunits = ["basalt-e2e-absent.service"]\n'),
   );
-  const srv = await s.step("start basalt serve and publish v2 on stable", async () => {
-    server = await startUpdateServer(shared);
-    await releaseAndPublish(server, v2);
-    return server;
-  });
+  const srv = await serveRelease(s, shared, v2);
 
   const vm = await s.boot("a", shared);
   let ssh = await s.step("first boot (v1) to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
