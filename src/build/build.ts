@@ -14,6 +14,7 @@ import { ensureMkosi } from "../toolchain/mkosi.js";
 import { cacheDir } from "../toolchain/paths.js";
 import { ensureSandboxTree, ensureToolsTree, packageCacheDir } from "../toolchain/tools-tree.js";
 import { extractUpdatePartitions } from "./extract.js";
+import { checkRootUnits } from "./units.js";
 
 export interface BuildOptions {
   reporter: Reporter;
@@ -172,6 +173,13 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
     rmSync(join(staging, `${output}.manifest`), { force: true });
     writeFileSync(join(staging, "SHA256SUMS"), artifacts.map((a) => `${a.sha256}  ${a.name}\n`).join(""));
     writeFileSync(join(staging, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+
+    reporter.phase("Check units");
+    const rootPartition = artifacts.find((a) => a.kind === "root")?.name as string;
+    const cycles = await checkRootUnits(mkosi, tools, join(staging, rootPartition), staging, logFile);
+    if (cycles.length) {
+      throw new UserError(`the image's units form an ordering cycle, which systemd would break at boot by dropping jobs: ${cycles[0]}`, `full log: ${logFile}`);
+    }
     const outDir = join(outRoot, version);
     rmSync(outDir, { recursive: true, force: true });
     renameSync(staging, outDir);

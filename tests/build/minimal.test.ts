@@ -1,10 +1,11 @@
 // A real mkosi build of the example appliance (in a temporary copy), checked by basalt inspect,
 // by systemd-dissect and systemd-repart from the tools tree, and by a tampering check.
-import { closeSync, copyFileSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BuildResult, buildAppliance, sha256File } from "../../src/build/build.js";
+import { extractRoot, orderingCycles } from "../../src/build/units.js";
 import { readGpt } from "../../src/inspect/gpt.js";
 import { inspectImage } from "../../src/inspect/inspect.js";
 import { createReporter } from "../../src/report/reporter.js";
@@ -113,5 +114,24 @@ describe("basalt build examples/minimal", () => {
     expect(r.ok).toBe(false);
     expect(r.problems).toContain("the root partition's data does not match its verity hash tree");
     rmSync(copy);
+  });
+
+  it("has no ordering cycle in its units, and the check finds one once a unit makes it", async () => {
+    const scratch = mkdtempSync(join(dir, "units-"));
+    const rootFs = join(scratch, "root");
+    const partition = result.manifest.artifacts.find((a) => a.kind === "root")?.name ?? "";
+    await extractRoot(mkosi, tools, join(result.outDir, partition), rootFs);
+    expect(await orderingCycles(mkosi, tools, rootFs)).toEqual([]);
+    // What once shipped: a unit wanted by multi-user.target but ordered after boot-complete.target,
+    // which the health check orders after multi-user.target.
+    writeFileSync(
+      join(rootFs, "usr/lib/systemd/system/basalt-cycle-probe.service"),
+      "[Unit]\nWants=boot-complete.target\nAfter=boot-complete.target\n[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    mkdirSync(join(rootFs, "etc/systemd/system/multi-user.target.wants"), { recursive: true });
+    symlinkSync("/usr/lib/systemd/system/basalt-cycle-probe.service", join(rootFs, "etc/systemd/system/multi-user.target.wants/basalt-cycle-probe.service"));
+    const cycles = await orderingCycles(mkosi, tools, rootFs);
+    expect(cycles.join("\n")).toMatch(/Found ordering cycle/);
+    rmSync(scratch, { recursive: true, force: true });
   });
 });
