@@ -102,6 +102,12 @@ export class Fleet {
   /** Told about failures that must not fail the request that caused them (an automatic pause that did not apply). */
   onError: (e: Error, what: string) => void = () => undefined;
   private readonly snapshots = new Map<string, SnapshotRecord>();
+  /**
+   * Channels as device requests see them, for a second: most requests of a fleet ask about the same
+   * few channels. Changes made here drop the entry at once; another replica's changes show within
+   * the second (a device's held view is read from the database, so its index and signature still match).
+   */
+  private readonly channelCache = new Map<string, { until: number; record: ChannelRecord | undefined }>();
   private empty?: Promise<SnapshotRecord>;
 
   constructor(o: FleetOptions) {
@@ -237,6 +243,7 @@ export class Fleet {
     };
     const emptySnapshot = await this.ensureSnapshot(image, []);
     await this.db.saveChannel({ image, channel, emptySnapshot, updatedAt: now }, rollout, snapshots, actor);
+    this.forgetChannel(image, channel);
     await this.db.audit(now, actor, "promote", { id: image, channel, version, percent, steps, stepSeconds });
     return (await this.db.channel(image, channel)) as ChannelRecord;
   }
@@ -263,6 +270,7 @@ export class Fleet {
       // A change restarts the clock of the schedule; a paused rollout does not advance.
       next.nextStepAt = more !== undefined && !next.paused && next.stepSeconds ? now + next.stepSeconds * 1000 : null;
       if (await this.db.updateRollout(r, next, actor, reason)) {
+        this.forgetChannel(image, channel);
         await this.db.audit(now, actor, "rollout", { id: image, channel, version, ...patch, ...(reason ? { reason } : {}) });
         return next;
       }
@@ -297,6 +305,20 @@ export class Fleet {
 
   // What devices see ------------------------------------------------------------------------
 
+  private async cachedChannel(image: string, channel: string): Promise<ChannelRecord | undefined> {
+    const key = `${image}\0${channel}`;
+    const hit = this.channelCache.get(key);
+    if (hit && hit.until > performance.now()) return hit.record;
+    const record = await this.db.channel(image, channel);
+    if (this.channelCache.size > 1000) this.channelCache.clear();
+    this.channelCache.set(key, { until: performance.now() + 1000, record });
+    return record;
+  }
+
+  private forgetChannel(image: string, channel: string): void {
+    this.channelCache.delete(`${image}\0${channel}`);
+  }
+
   /** The signed index a device is shown now; records the poll. */
   async view(req: DeviceRequest): Promise<SnapshotRecord> {
     // The second request of a check (index and signature come together) finds the view the first
@@ -306,7 +328,7 @@ export class Fleet {
       const snap = await this.loadSnapshot(req.image, held.snapshot);
       if (snap) return snap;
     }
-    const [channel, pins] = await Promise.all([this.db.channel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
+    const [channel, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
     if (!channel) return this.emptySnapshot();
     const devicePin = pins.find((p) => p.scope === "device");
     const out = await this.db.updateDevice(req.image, req.machine, (prev) => {
@@ -322,8 +344,11 @@ export class Fleet {
   async download(req: DeviceRequest & { file: string }, record: boolean): Promise<Artifact | undefined> {
     const f = await this.db.releaseFile(req.image, req.file);
     if (!f) return undefined;
-    const [channel, pins] = await Promise.all([this.db.channel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
-    const offered = channel?.rollouts.some((r) => r.version === f.version) || pins.some((p) => p.version === f.version);
+    const [channel, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
+    const onChannel = (c: ChannelRecord | undefined) => c?.rollouts.some((r) => r.version === f.version) ?? false;
+    // A version another replica offered a moment ago may not be in this one's cache yet: ask again
+    // before refusing a file the device was shown.
+    const offered = onChannel(channel) || pins.some((p) => p.version === f.version) || onChannel(await this.db.channel(req.image, req.channel));
     if (!offered) return undefined;
     const artifact = this.artifacts.locate(req.image, f.version, req.file);
     if (artifact && record) {
@@ -383,6 +408,7 @@ export class Fleet {
           };
           // Another replica may have taken this step already; the conditional update applies it once.
           if (await this.db.updateRollout(r, next, "schedule", `scheduled step to ${step}%`)) {
+            this.forgetChannel(r.image, r.channel);
             await this.db.audit(next.updatedAt, "schedule", "rollout", { id: r.image, channel: r.channel, version: r.version, percent: step });
           }
         }

@@ -506,15 +506,11 @@ export class FleetDb {
       const row = await tx.get<DbRow>("SELECT * FROM devices WHERE image = ? AND machine = ? FOR UPDATE", [image, machine]);
       const out = change(row ? toDevice(row) : undefined);
       await tx.run(UPSERT_DEVICE, deviceParams(out.device));
-      for (const e of out.events) {
-        await tx.run("INSERT INTO device_events (image, machine, at, kind, version, detail) VALUES (?, ?, ?, ?, ?, ?)", [
-          image,
-          machine,
-          e.at,
-          e.kind,
-          e.version,
-          e.detail ? JSON.stringify(e.detail) : null,
-        ]);
+      if (out.events.length) {
+        await tx.run(
+          `INSERT INTO device_events (image, machine, at, kind, version, detail) VALUES ${out.events.map(() => "(?, ?, ?, ?, ?, ?)").join(", ")}`,
+          out.events.flatMap((e) => [image, machine, e.at, e.kind, e.version, e.detail ? JSON.stringify(e.detail) : null]),
+        );
       }
       return out;
     });
