@@ -4,11 +4,11 @@
 import { createHash } from "node:crypto";
 import { closeSync, ftruncateSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { ARCHITECTURE } from "../features/identity.js";
 import { readAt, readGpt } from "../inspect/gpt.js";
 import type { Artifact } from "./build.js";
 
 const CHUNK = 1024 * 1024;
-const ARCH = "x86-64";
 const UPDATE_PARTITIONS = ["root", "root-verity", "root-verity-sig"] as const;
 
 /**
@@ -41,7 +41,7 @@ export function extractUpdatePartitions(image: string, outDir: string, output: s
       const p = partitions.find((x) => x.type === kind);
       if (!p) continue;
       // Discoverable type ids put the architecture after "root": root-x86-64-verity-sig.
-      const typeId = `root-${ARCH}${kind.slice("root".length)}`;
+      const typeId = `root-${ARCHITECTURE}${kind.slice("root".length)}`;
       const name = `${output}.${typeId}.${p.uuid}.raw`;
       const sha256 = copySparse(fd, p.offset, p.size, join(outDir, name));
       result.push({ name, kind, size: p.size, sha256 });

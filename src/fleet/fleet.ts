@@ -377,8 +377,8 @@ export class Fleet {
   }
 
   /** Pauses every running rollout of a release whose failure share crossed its threshold. */
-  async checkHealth(image: string, version: string): Promise<void> {
-    const rollouts = (await this.db.rollouts()).filter((r) => r.image === image && r.version === version && !r.paused);
+  async checkHealth(image: string, version: string, all?: Rollout[]): Promise<void> {
+    const rollouts = (all ?? (await this.db.rollouts())).filter((r) => r.image === image && r.version === version && !r.paused);
     if (!rollouts.length) return;
     const stats = await this.db.releaseStats(image, version);
     for (const r of rollouts) {
@@ -394,7 +394,8 @@ export class Fleet {
   /** Advances scheduled rollouts that are due and re-checks every running rollout's health. */
   async tick(): Promise<void> {
     const now = this.now();
-    for (const r of await this.db.rollouts()) {
+    const all = await this.db.rollouts();
+    for (const r of all) {
       if (r.paused) continue;
       if (r.nextStepAt !== null && r.nextStepAt <= now && r.steps && r.stepSeconds) {
         const step = nextStep({ steps: r.steps, stepSeconds: r.stepSeconds }, r.percent);
@@ -413,8 +414,10 @@ export class Fleet {
           }
         }
       }
-      await this.checkHealth(r.image, r.version);
     }
+    // Once per release, however many channels offer it; a pause re-reads the rollout it changes.
+    const releases = new Map(all.filter((r) => !r.paused).map((r) => [`${r.image}\0${r.version}`, r]));
+    for (const r of releases.values()) await this.checkHealth(r.image, r.version, all);
   }
 
   // Reads for the API and the dashboard -----------------------------------------------------

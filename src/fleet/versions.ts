@@ -55,5 +55,3 @@ export function compareVersions(a: string, b: string): number {
     j = jj;
   }
 }
-
-export const newestFirst = (a: string, b: string) => compareVersions(b, a);

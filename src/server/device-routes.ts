@@ -27,10 +27,18 @@ const FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
 
 type DeviceParams = DeviceRequest & { file: string };
 
+type DeviceIdentity = Pick<DeviceRequest, "channel" | "image" | "arch" | "machine">;
+
+/** The channel, image, architecture and machine-id every device path starts with, when well-formed. */
+function deviceIdentity(p: DeviceIdentity): DeviceIdentity | undefined {
+  if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine)) return undefined;
+  return { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine };
+}
+
 function deviceRequest(p: DeviceParams): DeviceRequest | undefined {
-  if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine) || !VERSION.test(p.booted)) return undefined;
-  if (p.boot !== undefined && !MACHINE_ID.test(p.boot)) return undefined;
-  return { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
+  const id = deviceIdentity(p);
+  if (!id || !VERSION.test(p.booted) || (p.boot !== undefined && !MACHINE_ID.test(p.boot))) return undefined;
+  return { ...id, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
 }
 
 export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: Auth): void {
@@ -74,14 +82,14 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
   app.post(
     "/v1/:channel/:image/:arch/:machine/report",
     { bodyLimit: 64 * 1024 },
-    async (req: FastifyRequest<{ Params: Omit<DeviceParams, "booted" | "file"> }>, reply: FastifyReply) => {
-      const d = deviceRequest({ ...req.params, booted: "0", file: "" });
+    async (req: FastifyRequest<{ Params: DeviceIdentity }>, reply: FastifyReply) => {
+      const d = deviceIdentity(req.params);
       if (!d) return reply.code(404).send();
       if (!auth.device(req.headers.authorization, d.image, d.machine)) {
         req.logContext = { device: { machine: d.machine, image: d.image }, refused: "bad device token" };
         return reply.code(401).header("www-authenticate", "Bearer").send({ error: "a valid device token is required" });
       }
-      const r = await fleet.report({ channel: d.channel, image: d.image, arch: d.arch, machine: d.machine }, req.body);
+      const r = await fleet.report(d, req.body);
       req.logContext = { device: { machine: d.machine, channel: d.channel }, report: { event: r.event, version: r.version, healthy: r.healthy } };
       return reply.code(204).send();
     },

@@ -10,57 +10,25 @@ import type { Auth } from "./auth.js";
 /** The registry, and the function that fills it from the database (prom-client collects metrics concurrently, so one read comes first). */
 export function createMetrics(fleet: Fleet): { registry: Registry; read: () => Promise<void> } {
   const registry = new Registry();
-  const devices = new Gauge({ name: "basalt_devices", help: "Devices by the version they booted.", labelNames: ["image", "version"], registers: [registry] });
-  const unhealthy = new Gauge({
-    name: "basalt_devices_unhealthy",
-    help: "Devices whose last report was unhealthy, by booted version.",
-    labelNames: ["image", "version"],
-    registers: [registry],
-  });
-  const duplicates = new Gauge({
-    name: "basalt_devices_duplicate_machine_id",
-    help: "Machine-ids seen from more than one machine.",
-    labelNames: ["image"],
-    registers: [registry],
-  });
-  const percent = new Gauge({
-    name: "basalt_rollout_percent",
-    help: "Share of a channel's devices a release is offered to.",
-    labelNames: ["image", "channel", "version"],
-    registers: [registry],
-  });
-  const paused = new Gauge({
-    name: "basalt_rollout_paused",
-    help: "1 when the rollout is paused.",
-    labelNames: ["image", "channel", "version"],
-    registers: [registry],
-  });
-  const adopters = new Gauge({
-    name: "basalt_release_adopters",
-    help: "Devices that downloaded or ran a release.",
-    labelNames: ["image", "version"],
-    registers: [registry],
-  });
-  const running = new Gauge({
-    name: "basalt_release_running",
-    help: "Devices running a release now.",
-    labelNames: ["image", "version"],
-    registers: [registry],
-  });
-  const rollbacks = new Gauge({
-    name: "basalt_release_rollbacks",
-    help: "Devices that rolled back from a release.",
-    labelNames: ["image", "version"],
-    registers: [registry],
-  });
-  const failures = new Gauge({
-    name: "basalt_release_failures",
-    help: "Devices that rolled back from a release or were unhealthy on it.",
-    labelNames: ["image", "version"],
-    registers: [registry],
-  });
-  const reports = new Gauge({ name: "basalt_reports_total", help: "Device reports received.", labelNames: ["image"], registers: [registry] });
-
+  const fleetGauges: Gauge[] = [];
+  /** A gauge of figures read from the database: emptied before each read, so gone labels go too. */
+  const gauge = (name: string, help: string, labelNames: string[]) => {
+    const g = new Gauge({ name, help, labelNames, registers: [registry] });
+    fleetGauges.push(g);
+    return g;
+  };
+  const release = ["image", "version"];
+  const rollout = ["image", "channel", "version"];
+  const devices = gauge("basalt_devices", "Devices by the version they booted.", release);
+  const unhealthy = gauge("basalt_devices_unhealthy", "Devices whose last report was unhealthy, by booted version.", release);
+  const duplicates = gauge("basalt_devices_duplicate_machine_id", "Machine-ids seen from more than one machine.", ["image"]);
+  const percent = gauge("basalt_rollout_percent", "Share of a channel's devices a release is offered to.", rollout);
+  const paused = gauge("basalt_rollout_paused", "1 when the rollout is paused.", rollout);
+  const adopters = gauge("basalt_release_adopters", "Devices that downloaded or ran a release.", release);
+  const running = gauge("basalt_release_running", "Devices running a release now.", release);
+  const rollbacks = gauge("basalt_release_rollbacks", "Devices that rolled back from a release.", release);
+  const failures = gauge("basalt_release_failures", "Devices that rolled back from a release or were unhealthy on it.", release);
+  const reports = gauge("basalt_reports_total", "Device reports received.", ["image"]);
   const scraped = new Gauge({
     name: "basalt_fleet_scrape_timestamp_seconds",
     help: "When these figures were read from the fleet database.",
@@ -68,7 +36,7 @@ export function createMetrics(fleet: Fleet): { registry: Registry; read: () => P
   });
 
   async function readFleet(): Promise<void> {
-    for (const g of [devices, unhealthy, duplicates, percent, paused, adopters, running, rollbacks, failures, reports]) g.reset();
+    for (const g of fleetGauges) g.reset();
     const dup = new Map<string, number>();
     for (const v of await fleet.db.versionCounts()) {
       const labels = { image: v.image, version: v.version ?? "unknown" };

@@ -263,11 +263,6 @@ export class FleetDb {
     return new FleetDb(sql);
   }
 
-  static async over(sql: Sql): Promise<FleetDb> {
-    await migrate(sql);
-    return new FleetDb(sql);
-  }
-
   close(): Promise<void> {
     return this.sql.close();
   }
@@ -417,23 +412,12 @@ export class FleetDb {
    */
   async updateRollout(prev: Rollout, next: Rollout, actor: string, reason: string | null): Promise<boolean> {
     return this.sql.transaction(async (tx) => {
+      // Everything but the key columns, from the same column list the insert uses.
       const r = await tx.run(
-        "UPDATE rollouts SET percent = ?, paused = ?, pause_reason = ?, steps = ?, step_seconds = ?, next_step_at = ?, max_failure_rate = ?, min_devices = ?, updated_at = ? WHERE image = ? AND channel = ? AND version = ? AND updated_at = ?",
-        [
-          next.percent,
-          next.paused,
-          next.pauseReason,
-          next.steps ? JSON.stringify(next.steps) : null,
-          next.stepSeconds,
-          next.nextStepAt,
-          next.maxFailureRate,
-          next.minDevices,
-          next.updatedAt,
-          prev.image,
-          prev.channel,
-          prev.version,
-          prev.updatedAt,
-        ],
+        `UPDATE rollouts SET ${ROLLOUT_COLUMNS.slice(3)
+          .map((k) => `${k} = ?`)
+          .join(", ")} WHERE image = ? AND channel = ? AND version = ? AND updated_at = ?`,
+        [...rolloutParams(next).slice(3), prev.image, prev.channel, prev.version, prev.updatedAt],
       );
       if (r.changes !== 1) return false;
       await this.recordChange(tx, next, actor, reason);
