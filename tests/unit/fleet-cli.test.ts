@@ -12,7 +12,9 @@ let s: TestServer;
 
 async function basalt(args: string[], token = OPERATOR_TOKEN): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await promisify(execFile)(process.execPath, [cli, ...args], { env: { ...process.env, BASALT_SERVER: s.url, BASALT_TOKEN: token } });
+    const r = await promisify(execFile)(process.execPath, [cli, ...args], {
+      env: { ...process.env, NO_COLOR: "1", BASALT_SERVER: s.url, BASALT_TOKEN: token },
+    });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
