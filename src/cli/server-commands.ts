@@ -71,6 +71,11 @@ interface ServeOptions {
   data: string;
   keys: string;
   database?: string;
+  artifacts?: string;
+  s3Endpoint?: string;
+  s3PublicEndpoint?: string;
+  s3Region?: string;
+  downloadUrl?: string;
   host: string;
   port: string;
   tokenFile?: string;
@@ -87,6 +92,14 @@ export function registerServerCommands(program: Command): void {
     .requiredOption("--data <dir>", "where release files are kept (and the SQLite database by default)")
     .requiredOption("--keys <dir>", "an appliance keys directory holding update.pgp.key (signs the indexes devices see)")
     .option("--database <url>", "fleet database: a SQLite file or a postgres:// URL (or BASALT_DATABASE; default DATA/fleet.db)")
+    .option("--artifacts <where>", "where release files are kept: a directory or s3://BUCKET/PREFIX (or BASALT_ARTIFACTS; default DATA)")
+    .option(
+      "--s3-endpoint <url>",
+      "S3-compatible endpoint, e.g. http://minio:9000 (or AWS_ENDPOINT_URL_S3; default AWS); keys from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    )
+    .option("--s3-public-endpoint <url>", "the endpoint devices reach the bucket at, if not the same; their download redirects name it")
+    .option("--s3-region <region>", "bucket region (or AWS_REGION; default us-east-1)")
+    .option("--download-url <url>", "devices download release files from this CDN or public bucket URL (the store's layout below it) instead of the server")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on", "8080")
     .option("--token-file <file>", "operator token for the API and the dashboard (or BASALT_TOKEN)")
@@ -106,7 +119,24 @@ export function registerServerCommands(program: Command): void {
       const operators = o.operatorsFile ? loadOperators(o.operatorsFile) : [];
       const fleetToken = o.fleetTokenFile ? readToken(o.fleetTokenFile, "BASALT_FLEET_TOKEN") : undefined;
       const database = o.database ?? process.env.BASALT_DATABASE;
-      const fleet = await openFleet({ data: o.data, ...(database ? { database } : {}), sign: (index) => signDetached(key, index), holdSeconds: o.holdSeconds });
+      const artifacts = o.artifacts ?? process.env.BASALT_ARTIFACTS;
+      const endpoint = o.s3Endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+      const s3 = {
+        ...(endpoint ? { endpoint } : {}),
+        ...(o.s3PublicEndpoint ? { publicEndpoint: o.s3PublicEndpoint } : {}),
+        ...(o.s3Region ? { region: o.s3Region } : {}),
+      };
+      if (!artifacts?.startsWith("s3://") && (o.s3Endpoint || o.s3PublicEndpoint || o.s3Region)) {
+        throw new UserError("--s3-endpoint, --s3-public-endpoint and --s3-region need --artifacts s3://BUCKET/PREFIX");
+      }
+      const fleet = await openFleet({
+        data: o.data,
+        ...(database ? { database } : {}),
+        ...(artifacts ? { artifacts, s3 } : {}),
+        ...(o.downloadUrl ? { downloadUrl: o.downloadUrl } : {}),
+        sign: (index) => signDetached(key, index),
+        holdSeconds: o.holdSeconds,
+      });
       const secret = loadOrCreateSecret(o.secretFile ?? join(o.data, "server.secret"));
       const app = createServer({
         fleet,
@@ -126,6 +156,7 @@ export function registerServerCommands(program: Command): void {
       process.on("SIGINT", () => void stop());
       process.on("SIGTERM", () => void stop());
       await app.listen({ host: o.host, port: Number(o.port) });
+      app.log.info({ artifacts: fleet.artifacts.where }, "release files");
       if (!token && !operators.length) app.log.warn("no operator token and no operators: the API and the dashboard refuse everyone");
     });
 

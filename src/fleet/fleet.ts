@@ -7,7 +7,7 @@ import type { Readable } from "node:stream";
 import { UserError } from "../errors.js";
 import type { ReleaseManifest } from "../release/release.js";
 import { checkFileName, renderSha256Sums } from "../release/sha256sums.js";
-import { type Artifact, type ArtifactStore, checkName, VERSION } from "./artifacts.js";
+import { type Artifact, type ArtifactStore, checkName, VERSION } from "./artifacts/store.js";
 import type { ChannelRecord, FleetDb, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord } from "./db/fleet-db.js";
 import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent } from "./inventory.js";
 import { type DeviceReport, deviceReportSchema } from "./report.js";
@@ -94,7 +94,7 @@ function checkRolloutOptions(o: RolloutPatch): void {
 
 export class Fleet {
   readonly db: FleetDb;
-  private readonly artifacts: ArtifactStore;
+  readonly artifacts: ArtifactStore;
   private readonly sign: Signer;
   private readonly holdMs: number;
   /** The fleet's clock (tests move it); audit entries and rollouts use it. */
@@ -136,7 +136,7 @@ export class Fleet {
       const other = await this.db.releaseFile(m.id, f.name);
       if (other) throw new UserError(`${f.name} belongs to ${m.id} ${other.version} already`);
     }
-    this.artifacts.discard(m.id, m.version);
+    await this.artifacts.discard(m.id, m.version);
     await this.db.beginUpload(m, this.now());
   }
 
@@ -152,15 +152,15 @@ export class Fleet {
     const m = await this.pending(id, version);
     const entry = m.files.find((f) => f.name === name);
     if (!entry) throw new UserError(`${name} is not a file of ${id} ${version}`);
-    await this.artifacts.stage(id, version, name, body, entry);
+    await this.artifacts.stage(id, version, body, entry);
   }
 
   async commitRelease(id: string, version: string, actor: string): Promise<ReleaseManifest> {
     const m = await this.pending(id, version);
     for (const f of m.files) {
-      if (this.artifacts.stagedSize(id, version, f.name) !== f.size) throw new UserError(`${f.name} has not been uploaded completely`);
+      if ((await this.artifacts.stagedSize(id, version, f.name)) !== f.size) throw new UserError(`${f.name} has not been uploaded completely`);
     }
-    this.artifacts.commit(id, version);
+    await this.artifacts.commit(id, version);
     if (!(await this.db.commitRelease(m, this.now()))) throw new UserError(`${id} ${version} is already published; releases are immutable`);
     await this.db.audit(this.now(), actor, "commit", { id, version, files: m.files.length });
     return m;
@@ -176,7 +176,7 @@ export class Fleet {
       if (!m) throw new UserError(`${image} ${v} has not been published`);
       for (const f of m.files) {
         // A device must never be shown a file the store cannot serve.
-        if (!this.artifacts.locate(image, v, f.name)) throw new UserError(`${image} ${v}: ${f.name} is missing from the artifact store`);
+        if (!(await this.artifacts.has(image, v, f.name))) throw new UserError(`${image} ${v}: ${f.name} is missing from the artifact store`);
         entries.push({ name: f.name, sha256: f.sha256 });
       }
     }
@@ -350,7 +350,7 @@ export class Fleet {
     // before refusing a file the device was shown.
     const offered = onChannel(channel) || pins.some((p) => p.version === f.version) || onChannel(await this.db.channel(req.image, req.channel));
     if (!offered) return undefined;
-    const artifact = this.artifacts.locate(req.image, f.version, req.file);
+    const artifact = await this.artifacts.locate(req.image, f.version, { name: req.file, size: f.size });
     if (artifact && record) {
       const at = this.now();
       await this.db.updateDevice(req.image, req.machine, (prev) => applyDownload(prev, { ...req, version: f.version, kind: f.kind, at }));

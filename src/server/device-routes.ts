@@ -9,7 +9,7 @@
 // Last-Modified, and never with a Content-Encoding (the client sends no Accept-Encoding).
 import { basename, dirname } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { NAME, VERSION } from "../fleet/artifacts.js";
+import { NAME, VERSION } from "../fleet/artifacts/store.js";
 import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
 import type { Auth } from "./auth.js";
 

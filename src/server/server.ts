@@ -7,7 +7,7 @@ import fastifyFormbody from "@fastify/formbody";
 import fastifyStatic from "@fastify/static";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import { UserError } from "../errors.js";
-import { LocalArtifactStore } from "../fleet/artifacts.js";
+import { type ArtifactOptions, openArtifactStore } from "../fleet/artifacts/open.js";
 import { FleetDb } from "../fleet/db/fleet-db.js";
 import { Fleet, type Signer } from "../fleet/fleet.js";
 import { registerApiRoutes } from "./api-routes.js";
@@ -67,8 +67,8 @@ export function createServer(options: ServerOptions): FastifyInstance {
   return app;
 }
 
-export interface OpenFleetOptions {
-  /** Where release files are kept (and the SQLite database, unless `database` says otherwise). */
+export interface OpenFleetOptions extends Partial<ArtifactOptions> {
+  /** Where release files are kept unless `artifacts` says otherwise, and the SQLite database unless `database` does. */
   data: string;
   /** A SQLite file path or a postgres:// URL. */
   database?: string;
@@ -79,10 +79,16 @@ export interface OpenFleetOptions {
 
 /** The default deployment: release files in `data`, the fleet database in `data/fleet.db` or at `database`. */
 export async function openFleet(o: OpenFleetOptions): Promise<Fleet> {
+  // The store first: it fails fast on a wrong bucket or key, before the database is migrated.
+  const artifacts = await openArtifactStore({
+    artifacts: o.artifacts ?? o.data,
+    ...(o.s3 ? { s3: o.s3 } : {}),
+    ...(o.downloadUrl ? { downloadUrl: o.downloadUrl } : {}),
+  });
   const db = await FleetDb.open(o.database ?? join(o.data, "fleet.db"));
   return new Fleet({
     db,
-    artifacts: new LocalArtifactStore(o.data),
+    artifacts,
     sign: o.sign,
     ...(o.holdSeconds !== undefined ? { holdSeconds: o.holdSeconds } : {}),
     ...(o.now ? { now: o.now } : {}),

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { FastifyInstance } from "fastify";
+import type { ArtifactOptions } from "../../src/fleet/artifacts/open.js";
 import type { Fleet, RolloutOptions } from "../../src/fleet/fleet.js";
 import { ensureUpdateKey, signDetached, type UpdateKeyPaths } from "../../src/keys/update-key.js";
 import type { ReleaseManifest } from "../../src/release/release.js";
@@ -32,7 +33,15 @@ export interface TestServer {
 let sharedKey: Promise<UpdateKeyPaths> | undefined;
 
 export async function startTestServer(
-  options: { database?: string; auth?: Partial<AuthOptions>; now?: () => number; listen?: boolean; logger?: boolean } = {},
+  options: {
+    database?: string;
+    /** Release files elsewhere than the data directory (a bucket), or downloads from a CDN. */
+    artifacts?: Partial<ArtifactOptions>;
+    auth?: Partial<AuthOptions>;
+    now?: () => number;
+    listen?: boolean;
+    logger?: boolean;
+  } = {},
 ): Promise<TestServer> {
   sharedKey ??= ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-testkey-")), "test");
   const key = await sharedKey;
@@ -40,6 +49,7 @@ export async function startTestServer(
   const fleet = await openFleet({
     data,
     ...(options.database ? { database: options.database } : {}),
+    ...options.artifacts,
     sign: (i) => signDetached(key, i),
     ...(options.now ? { now: options.now } : {}),
   });

@@ -15,6 +15,7 @@ import { deviceToken } from "../../../src/server/auth.js";
 import { publishRelease } from "../../../src/server/publish.js";
 import { createServer, openFleet } from "../../../src/server/server.js";
 import type { SshSession } from "../../../src/vm/ssh.js";
+import { startS3 } from "../../support/s3.js";
 import { type BuiltImage, workDir } from "./image.js";
 import { type Scenario, sh } from "./scenario.js";
 
@@ -73,13 +74,23 @@ function throttled(bytesPerSecond: number, onBytes?: (sent: number) => void): Tr
   });
 }
 
+export interface UpdateServerOptions {
+  /** Keep release files in an S3-compatible bucket; devices are redirected to it (at the host, 10.0.2.2). */
+  bucket?: boolean;
+}
+
 /** Starts basalt serve for `signer`'s update key on UPDATE_PORT, with an empty data directory. */
-export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServer> {
+export async function startUpdateServer(signer: BuiltImage, options: UpdateServerOptions = {}): Promise<UpdateServer> {
   const data = join(workDir(), "server");
   rmSync(data, { recursive: true, force: true });
   mkdirSync(data, { recursive: true });
   const key = updateKeyPaths(keysDir(signer.dir));
-  const fleet = await openFleet({ data, sign: (index) => signDetached(key, index) });
+  const s3 = options.bucket ? await startS3() : undefined;
+  const fleet = await openFleet({
+    data,
+    ...(s3 ? { artifacts: "s3://basalt/e2e", s3: { endpoint: s3.endpoint, publicEndpoint: `http://10.0.2.2:${s3.port}`, env: s3.env } } : {}),
+    sign: (index) => signDetached(key, index),
+  });
   const secret = randomBytes(32);
   const app = createServer({ fleet, auth: { secret, token: OPERATOR_TOKEN } });
   const faults: Faults = {};
@@ -103,6 +114,7 @@ export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServe
   const close = async () => {
     await app.close();
     await fleet.db.close();
+    await s3?.stop();
   };
   return {
     app,
@@ -119,10 +131,15 @@ export async function startUpdateServer(signer: BuiltImage): Promise<UpdateServe
  * A step: basalt serve for `signer`'s update key, with `image` released and published on it; the
  * scenario closes the server when it ends.
  */
-export function serveRelease(s: Scenario, signer: BuiltImage, image: BuiltImage, options: { rollout?: RolloutOptions } = {}): Promise<UpdateServer> {
-  const how = options.rollout?.percent !== undefined ? ` at ${options.rollout.percent}%` : "";
+export function serveRelease(
+  s: Scenario,
+  signer: BuiltImage,
+  image: BuiltImage,
+  options: { rollout?: RolloutOptions } & UpdateServerOptions = {},
+): Promise<UpdateServer> {
+  const how = `${options.rollout?.percent !== undefined ? ` at ${options.rollout.percent}%` : ""}${options.bucket ? ", files in an S3 bucket" : ""}`;
   return s.step(`start basalt serve and publish ${image.version} on stable${how}`, async () => {
-    const server = await startUpdateServer(signer);
+    const server = await startUpdateServer(signer, options);
     s.defer(() => server.close());
     await releaseAndPublish(server, image, options);
     return server;

@@ -2,6 +2,8 @@
 // machine-ids, each provisioned with its own report token as a credential); v2 goes out to 50%,
 // with the UUIDs chosen so that one VM is in and one is out. Only that one updates; raising the
 // rollout to 100% updates the other. The inventory shows both, from their polls and reports.
+// Release files live in an S3-compatible bucket (s3rver on the host): the server answers downloads
+// with a redirect to a presigned URL, which systemd-pull follows.
 import { randomUUID } from "node:crypto";
 import { afterAll, expect, inject, it } from "vitest";
 import { REPORT_CREDENTIAL } from "../../../../src/features/report.js";
@@ -30,7 +32,7 @@ const runSysupdate = (ssh: SshSession) => sh(ssh, "sudo -n systemctl start --wai
 
 it("rolls v2 out to half of a two-device fleet, then to all, with both in the inventory", async () => {
   const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
-  const srv = await serveRelease(s, shared, v2, { rollout: { percent: 50 } });
+  const srv = await serveRelease(s, shared, v2, { rollout: { percent: 50 }, bucket: true });
   const uuids = { in: uuidFor(true, 50), out: uuidFor(false, 50) };
   const credentials = (uuid: string) => ({ [REPORT_CREDENTIAL]: srv.tokenFor(shared.id, machineOf(uuid)) });
   const vmIn = await s.create("in", shared, { uuid: uuids.in, credentials: credentials(uuids.in) });
@@ -69,6 +71,8 @@ it("rolls v2 out to half of a two-device fleet, then to all, with both in the in
     expect(a.report?.update_result).toBe("success");
     const b = await inventory(uuids.out, (x) => x.report?.event === "update", "the report after the update run");
     expect(b.downloadedVersion).toBeNull();
+    // The server recorded the downloads but sent none of the bytes: they came from the bucket.
+    expect(srv.downloaded.files).toEqual([]);
   });
 
   sshIn = await s.step("the updated device reboots into v2", () => reboot(vmIn, sshIn as SshSession));

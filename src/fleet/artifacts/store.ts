@@ -1,0 +1,94 @@
+// Where the update server keeps release files. Everything else (releases, channels, signed index
+// snapshots, devices) lives in the fleet database; a store holds only the large, immutable bytes.
+// Every store lays them out the same way, so a CDN can front any of them (`redirecting` below):
+//   releases/<id>/<version>/<file>
+// Stores: a local directory (local.ts, the default) and an S3-compatible bucket (s3.ts).
+import { createHash } from "node:crypto";
+import { Transform } from "node:stream";
+import { UserError } from "../../errors.js";
+import { checkFileName } from "../../release/sha256sums.js";
+
+export const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// sysupdate's version characters (no '~', no '^'); '+' is refused too: UKI targets use '+@l-@d'.
+export const VERSION = /^[A-Za-z0-9][A-Za-z0-9.,_-]{0,63}$/;
+
+export function checkName(kind: string, value: string, re = NAME): void {
+  if (!re.test(value)) throw new UserError(`invalid ${kind}: ${JSON.stringify(value)}`);
+}
+
+/** A committed file: on local disk (served with Range, ETag, Last-Modified), or at a URL to redirect to. */
+export type Artifact = { kind: "file"; path: string; size: number } | { kind: "url"; url: string; size: number };
+
+export interface FileEntry {
+  name: string;
+  size: number;
+  sha256: string;
+}
+
+export interface ArtifactStore {
+  /** Where the files are, for messages and the start-up line (never with credentials). */
+  readonly where: string;
+  /** Streams one file of an upload into the store; refuses it (and keeps none of it) unless its size and SHA-256 are as expected. */
+  stage(id: string, version: string, body: NodeJS.ReadableStream, expected: FileEntry): Promise<void>;
+  /** Size of an uploaded file, if it is there. */
+  stagedSize(id: string, version: string, name: string): Promise<number | undefined>;
+  /** Makes the uploaded files of a release permanent, all at once; repeating a finished commit is a no-op. */
+  commit(id: string, version: string): Promise<void>;
+  /** Drops an unfinished upload. Never called for a committed release. */
+  discard(id: string, version: string): Promise<void>;
+  /** Whether a committed file is there: asked before any device is shown it. */
+  has(id: string, version: string, name: string): Promise<boolean>;
+  /** How a device gets a committed file the database lists; on the download path, so no round trip to a remote store. */
+  locate(id: string, version: string, file: Pick<FileEntry, "name" | "size">): Promise<Artifact | undefined>;
+}
+
+/** Where a release's committed files are below a store's root, the same in every store. */
+export function releasePrefix(id: string, version: string): string {
+  checkName("image id", id);
+  checkName("version", version, VERSION);
+  return `releases/${id}/${version}`;
+}
+
+export function releaseKey(id: string, version: string, name: string): string {
+  checkFileName(name);
+  return `${releasePrefix(id, version)}/${name}`;
+}
+
+/** A pass-through that counts and hashes what flows through it; `check` then refuses what the manifest does not list. */
+export function verifying(expected: FileEntry): Transform & { check(): void } {
+  const hash = createHash("sha256");
+  let size = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      size += chunk.length;
+      // Stop early rather than store a file larger than the manifest says.
+      if (size > expected.size) done(new UserError(`${expected.name}: more than the ${expected.size} bytes the release manifest says`));
+      else done(null, chunk);
+    },
+  });
+  return Object.assign(t, {
+    check() {
+      if (size !== expected.size) throw new UserError(`${expected.name}: ${size} bytes received, the release manifest says ${expected.size}`);
+      const got = hash.digest("hex");
+      if (got !== expected.sha256) throw new UserError(`${expected.name}: SHA-256 ${got} does not match the release manifest (${expected.sha256})`);
+    },
+  });
+}
+
+/**
+ * Devices fetch committed files from `baseUrl` (a CDN or a public bucket in front of the store)
+ * instead of the server; the store still takes uploads. Files are immutable, so any cache may keep them.
+ */
+export function redirecting(store: ArtifactStore, baseUrl: string): ArtifactStore {
+  const base = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+  return {
+    where: `${store.where}, downloads from ${base}`,
+    stage: (id, version, body, expected) => store.stage(id, version, body, expected),
+    stagedSize: (id, version, name) => store.stagedSize(id, version, name),
+    commit: (id, version) => store.commit(id, version),
+    discard: (id, version) => store.discard(id, version),
+    has: (id, version, name) => store.has(id, version, name),
+    locate: async (id, version, file) => ({ kind: "url", url: new URL(releaseKey(id, version, file.name), base).href, size: file.size }),
+  };
+}

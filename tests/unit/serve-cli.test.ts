@@ -1,0 +1,65 @@
+// basalt serve from the command line with its release files in an S3 bucket: it starts and says
+// where the files are, and a wrong bucket or a misplaced flag stops it with one line, before it listens.
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureUpdateKey } from "../../src/keys/update-key.js";
+import { type S3Server, startS3 } from "../support/s3.js";
+
+const cli = join(import.meta.dirname, "../../bin/basalt.js");
+let s3: S3Server;
+let keys: string;
+
+beforeAll(async () => {
+  s3 = await startS3();
+  keys = mkdtempSync(join(tmpdir(), "basalt-servekeys-"));
+  await ensureUpdateKey(keys, "demo");
+});
+afterAll(() => s3?.stop());
+
+const serveArgs = (...extra: string[]) => ["serve", "--data", mkdtempSync(join(tmpdir(), "basalt-servedata-")), "--keys", keys, "--port", "0", ...extra];
+const env = () => ({ ...process.env, ...s3.env, NO_COLOR: "1", BASALT_TOKEN: "t0ken-for-the-operator" });
+
+async function fails(args: string[]): Promise<{ code: number; stderr: string }> {
+  try {
+    await promisify(execFile)(process.execPath, [cli, ...args], { env: env(), timeout: 20_000 });
+    return { code: 0, stderr: "" };
+  } catch (e) {
+    const x = e as { code: number; stderr: string };
+    return { code: x.code, stderr: x.stderr };
+  }
+}
+
+describe("basalt serve --artifacts s3://…", () => {
+  it("starts on the bucket and logs where the release files are", async () => {
+    const child = spawn(process.execPath, [cli, ...serveArgs("--artifacts", "s3://basalt/cli", "--s3-endpoint", s3.endpoint)], { env: env() });
+    try {
+      const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (b: Buffer) => {
+          out += b.toString();
+          for (const l of out.split("\n")) if (l.includes('"release files"')) resolve(JSON.parse(l));
+        });
+        child.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+      });
+      expect(line.artifacts).toBe("s3://basalt/cli/");
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+
+  it("stops with one line when the bucket is not there", async () => {
+    const r = await fails(serveArgs("--artifacts", "s3://no-such-bucket/x", "--s3-endpoint", s3.endpoint));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: s3:\/\/no-such-bucket\/x\/: no such bucket \(create it first; basalt serve does not\)\n$/);
+  });
+
+  it("refuses S3 settings without an S3 store", async () => {
+    const r = await fails(serveArgs("--s3-endpoint", s3.endpoint));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: --s3-endpoint, --s3-public-endpoint and --s3-region need --artifacts s3:\/\/BUCKET\/PREFIX\n$/);
+  });
+});
