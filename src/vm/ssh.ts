@@ -25,13 +25,31 @@ export class SshSession {
   static connect(target: SshTarget, privateKey: string, timeoutMs = 10_000): Promise<SshSession> {
     return new Promise((resolve, reject) => {
       const client = new Client();
+      let ready = false;
       client
-        .on("ready", () => resolve(new SshSession(client)))
+        .on("ready", () => {
+          ready = true;
+          resolve(new SshSession(client));
+        })
         .on("error", (e) => {
           client.end();
           reject(e);
         })
-        .connect({ host: target.host ?? "127.0.0.1", port: target.port, username: target.user, privateKey, readyTimeout: timeoutMs });
+        // A guest that reboots after sending its banner closes the connection mid-handshake: ssh2
+        // then reports no error, only the close (seen while a failing release rebooted itself).
+        .on("close", () => {
+          if (!ready) reject(new Error("the connection closed during the SSH handshake"));
+        })
+        .connect({
+          host: target.host ?? "127.0.0.1",
+          port: target.port,
+          username: target.user,
+          privateKey,
+          readyTimeout: timeoutMs,
+          // A guest that reboots under an open session sends nothing more; give up on it in ~20 s.
+          keepaliveInterval: 5000,
+          keepaliveCountMax: 4,
+        });
     });
   }
 
