@@ -9,7 +9,7 @@ import type { ReleaseManifest } from "../release/release.js";
 import { checkFileName, renderSha256Sums } from "../release/sha256sums.js";
 import { type Artifact, type ArtifactStore, checkName, VERSION } from "./artifacts/store.js";
 import type { ChannelRecord, FleetDb, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord } from "./db/fleet-db.js";
-import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent } from "./inventory.js";
+import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent, heldSnapshot } from "./inventory.js";
 import { type DeviceReport, deviceReportSchema } from "./report.js";
 import { cohortVersions, nextStep, offeredRelease, shouldPause } from "./rollout.js";
 
@@ -324,8 +324,9 @@ export class Fleet {
     // The second request of a check (index and signature come together) finds the view the first
     // one chose and needs no write: half the index requests cost one read.
     const held = await this.db.heldView(req.image, req.machine);
-    if (held && held.until > this.now() && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId)) {
-      const snap = await this.loadSnapshot(req.image, held.snapshot);
+    const snapshot = held && heldSnapshot(held, req, this.now());
+    if (snapshot) {
+      const snap = await this.loadSnapshot(req.image, snapshot);
       if (snap) return snap;
     }
     const [channel, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);

@@ -121,6 +121,23 @@ function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: 
   inferRollback(d, events, at);
 }
 
+/** The index snapshot a device was shown, and on which boot and version. */
+export interface HeldView {
+  snapshot: string | null;
+  until: number | null;
+  bootId: string | null;
+  bootedVersion: string | null;
+}
+
+/**
+ * The snapshot a request at `at` still gets because its device was shown it: the index and
+ * signature of one check must match. A new boot or version is a new check.
+ */
+export function heldSnapshot(held: HeldView, req: { booted: string; boot?: string }, at: number): string | undefined {
+  const holds = held.until !== null && held.until > at && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId);
+  return holds ? (held.snapshot ?? undefined) : undefined;
+}
+
 export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapshot: string } {
   const events: DeviceEvent[] = [];
   const d: Device = prev ? { ...prev } : fresh(p.image, p.machine, p.arch, p.channel, p.at);
@@ -128,15 +145,15 @@ export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapsho
   d.lastSeen = p.at;
   d.arch = p.arch;
   d.channel = p.channel;
-  const sameBoot = (!p.boot || p.boot === d.bootId) && p.booted === d.bootedVersion;
+  // Keep the snapshot chosen by whichever request of this check came first (asked before the poll
+  // updates the boot it compares with).
+  const held = heldSnapshot({ snapshot: d.viewSnapshot, until: d.viewUntil, bootId: d.bootId, bootedVersion: d.bootedVersion }, p, p.at);
   observeBoot(d, events, p.booted, p.boot, p.at);
-  // Keep the snapshot chosen by whichever request of this check came first; a new boot or version
-  // is a new check.
-  if (!sameBoot || d.viewSnapshot === null || d.viewUntil === null || d.viewUntil <= p.at) {
+  if (held === undefined) {
     d.viewSnapshot = p.snapshot;
     d.viewUntil = p.at + p.holdMs;
   }
-  return { device: d, events, snapshot: d.viewSnapshot };
+  return { device: d, events, snapshot: held ?? p.snapshot };
 }
 
 export interface Download {

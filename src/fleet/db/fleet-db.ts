@@ -2,7 +2,7 @@
 // devices and what happened to them, and the audit log. One implementation over the SQL driver
 // serves SQLite and PostgreSQL alike; the shared test suite runs against both.
 import type { ReleaseManifest } from "../../release/release.js";
-import type { Change, Device, DeviceEvent } from "../inventory.js";
+import type { Change, Device, DeviceEvent, HeldView } from "../inventory.js";
 import type { DeviceReport } from "../report.js";
 import { migrate } from "./migrations.js";
 import { openSql, type Param, type Sql } from "./sql.js";
@@ -464,16 +464,12 @@ export class FleetDb {
   // Devices ---------------------------------------------------------------------------------
 
   /** Just the index snapshot a device is held on, and for which boot: the cheap read of every index request. */
-  async heldView(
-    image: string,
-    machine: string,
-  ): Promise<{ snapshot: string; until: number; bootId: string | null; bootedVersion: string | null } | undefined> {
+  async heldView(image: string, machine: string): Promise<HeldView | undefined> {
     const r = await this.sql.get<DbRow>("SELECT view_snapshot, view_until, boot_id, booted_version FROM devices WHERE image = ? AND machine = ?", [
       image,
       machine,
     ]);
-    if (!r || r.view_snapshot === null || r.view_until === null) return undefined;
-    return { snapshot: String(r.view_snapshot), until: Number(r.view_until), bootId: s(r.boot_id), bootedVersion: s(r.booted_version) };
+    return r ? { snapshot: s(r.view_snapshot), until: n(r.view_until), bootId: s(r.boot_id), bootedVersion: s(r.booted_version) } : undefined;
   }
 
   async device(image: string, machine: string): Promise<Device | undefined> {
