@@ -1,13 +1,10 @@
 // The default store: one local directory (or shared storage several replicas mount).
-//   incoming/<id>/<version>/<files>     uploads in progress
-//   releases/<id>/<version>/<files>     committed, never changed
 import { randomUUID } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { UserError } from "../../errors.js";
-import { checkFileName } from "../../release/sha256sums.js";
-import { type Artifact, type ArtifactStore, checkName, type FileEntry, releaseKey, releasePrefix, VERSION, verifying } from "./store.js";
+import { type Artifact, type ArtifactStore, type FileEntry, releaseKey, releasePrefix, verifying } from "./store.js";
 
 export class LocalArtifactStore implements ArtifactStore {
   readonly where: string;
@@ -18,9 +15,7 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   private incoming(id: string, version: string): string {
-    checkName("image id", id);
-    checkName("version", version, VERSION);
-    return join(this.root, "incoming", id, version);
+    return join(this.root, releasePrefix(id, version, "incoming"));
   }
 
   private final(id: string, version: string): string {
@@ -28,15 +23,14 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async stage(id: string, version: string, body: NodeJS.ReadableStream, expected: FileEntry): Promise<void> {
-    checkFileName(expected.name);
-    const dir = this.incoming(id, version);
-    mkdirSync(dir, { recursive: true });
-    const tmp = join(dir, `.${expected.name}.${randomUUID()}`);
+    const path = join(this.root, releaseKey(id, version, expected.name, "incoming"));
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = join(dirname(path), `.${expected.name}.${randomUUID()}`);
     const check = verifying(expected);
     try {
       await pipeline(body, check, createWriteStream(tmp));
       check.check();
-      renameSync(tmp, join(dir, expected.name));
+      renameSync(tmp, path);
     } catch (e) {
       rmSync(tmp, { force: true });
       throw e;
@@ -44,8 +38,7 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async stagedSize(id: string, version: string, name: string): Promise<number | undefined> {
-    checkFileName(name);
-    const p = join(this.incoming(id, version), name);
+    const p = join(this.root, releaseKey(id, version, name, "incoming"));
     return existsSync(p) ? statSync(p).size : undefined;
   }
 

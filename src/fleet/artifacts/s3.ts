@@ -7,8 +7,7 @@
 // environment, never from the command line.
 import { Client, type ClientOptions, CopyDestinationOptions, CopySourceOptions } from "minio";
 import { UserError } from "../../errors.js";
-import { checkFileName } from "../../release/sha256sums.js";
-import { type Artifact, type ArtifactStore, checkName, type FileEntry, releaseKey, releasePrefix, VERSION, verifying } from "./store.js";
+import { type Artifact, type ArtifactStore, type FileEntry, releaseKey, releasePrefix, verifying } from "./store.js";
 
 export interface S3Options {
   /** s3://bucket/optional/prefix */
@@ -92,33 +91,34 @@ export class S3ArtifactStore implements ArtifactStore {
     }
   }
 
-  private incoming(id: string, version: string, name = ""): string {
-    checkName("image id", id);
-    checkName("version", version, VERSION);
-    if (name) checkFileName(name);
-    return `${this.prefix}incoming/${id}/${version}/${name}`;
+  /** A release's folder in the bucket, with its trailing slash (for listing). */
+  private folder(id: string, version: string, area: "releases" | "incoming"): string {
+    return `${this.prefix}${releasePrefix(id, version, area)}/`;
   }
 
-  private async size(key: string): Promise<number | undefined> {
-    try {
-      return (await this.client.statObject(this.bucket, key)).size;
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === "NotFound" || code === "NoSuchKey") return undefined;
-      return this.call("stat", key, () => Promise.reject(e));
-    }
+  private size(key: string): Promise<number | undefined> {
+    return this.call("stat", key, () =>
+      this.client.statObject(this.bucket, key).then(
+        (stat) => stat.size,
+        (e: { code?: string }) => {
+          if (e.code === "NotFound" || e.code === "NoSuchKey") return undefined;
+          throw e;
+        },
+      ),
+    );
   }
 
-  private async list(prefix: string): Promise<string[]> {
+  /** The objects below a prefix, with the sizes the listing gives (no request per object). */
+  private async list(prefix: string): Promise<{ key: string; size: number }[]> {
     return this.call("list", prefix, async () => {
-      const names: string[] = [];
-      for await (const o of this.client.listObjectsV2(this.bucket, prefix, true)) if (o.name) names.push(o.name);
-      return names;
+      const objects: { key: string; size: number }[] = [];
+      for await (const o of this.client.listObjectsV2(this.bucket, prefix, true)) if (o.name) objects.push({ key: o.name, size: o.size });
+      return objects;
     });
   }
 
   async stage(id: string, version: string, body: NodeJS.ReadableStream, expected: FileEntry): Promise<void> {
-    const key = this.incoming(id, version, expected.name);
+    const key = this.prefix + releaseKey(id, version, expected.name, "incoming");
     const check = verifying(expected);
     body.on("error", (e) => check.destroy(e));
     try {
@@ -131,23 +131,20 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async stagedSize(id: string, version: string, name: string): Promise<number | undefined> {
-    return this.size(this.incoming(id, version, name));
+    return this.size(this.prefix + releaseKey(id, version, name, "incoming"));
   }
 
   async commit(id: string, version: string): Promise<void> {
-    const incoming = this.incoming(id, version);
-    const final = `${this.prefix}${releasePrefix(id, version)}/`;
+    const incoming = this.folder(id, version, "incoming");
+    const final = this.folder(id, version, "releases");
     const staged = await this.list(incoming);
     // A commit that copied the files but did not get to record the release is finished by a retry.
     if (!staged.length) {
       if ((await this.list(final)).length) return;
       throw new UserError(`${id} ${version}: nothing uploaded`);
     }
-    for (const key of staged) {
-      const name = key.slice(incoming.length);
-      const target = final + name;
-      const size = await this.size(key);
-      if (size === undefined) throw new Error(`commit s3://${this.bucket}/${key}: gone while committing`);
+    for (const { key, size } of staged) {
+      const target = final + key.slice(incoming.length);
       const source = new CopySourceOptions({ Bucket: this.bucket, Object: key });
       const dest = new CopyDestinationOptions({ Bucket: this.bucket, Object: target });
       await this.call("copy", target, () => (size <= SINGLE_COPY_MAX ? this.client.copyObject(source, dest) : this.client.composeObject(dest, [source])));
@@ -156,12 +153,12 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async discard(id: string, version: string): Promise<void> {
-    await this.remove(await this.list(this.incoming(id, version)));
+    await this.remove(await this.list(this.folder(id, version, "incoming")));
   }
 
   /** One request per object: a release has a handful, and not every S3-compatible server gets a multi-object delete right. */
-  private async remove(keys: string[]): Promise<void> {
-    for (const key of keys) await this.call("remove", key, () => this.client.removeObject(this.bucket, key));
+  private async remove(objects: { key: string }[]): Promise<void> {
+    for (const { key } of objects) await this.call("remove", key, () => this.client.removeObject(this.bucket, key));
   }
 
   async has(id: string, version: string, name: string): Promise<boolean> {

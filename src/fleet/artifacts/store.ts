@@ -1,7 +1,8 @@
 // Where the update server keeps release files. Everything else (releases, channels, signed index
 // snapshots, devices) lives in the fleet database; a store holds only the large, immutable bytes.
 // Every store lays them out the same way, so a CDN can front any of them (`redirecting` below):
-//   releases/<id>/<version>/<file>
+//   incoming/<id>/<version>/<file>     uploads in progress
+//   releases/<id>/<version>/<file>     committed, never changed
 // Stores: a local directory (local.ts, the default) and an S3-compatible bucket (s3.ts).
 import { createHash } from "node:crypto";
 import { Transform } from "node:stream";
@@ -42,16 +43,16 @@ export interface ArtifactStore {
   locate(id: string, version: string, file: Pick<FileEntry, "name" | "size">): Promise<Artifact | undefined>;
 }
 
-/** Where a release's committed files are below a store's root, the same in every store. */
-export function releasePrefix(id: string, version: string): string {
+/** Where a release's files are below a store's root: `releases/` once committed, `incoming/` while uploaded. */
+export function releasePrefix(id: string, version: string, area: "releases" | "incoming" = "releases"): string {
   checkName("image id", id);
   checkName("version", version, VERSION);
-  return `releases/${id}/${version}`;
+  return `${area}/${id}/${version}`;
 }
 
-export function releaseKey(id: string, version: string, name: string): string {
+export function releaseKey(id: string, version: string, name: string, area: "releases" | "incoming" = "releases"): string {
   checkFileName(name);
-  return `${releasePrefix(id, version)}/${name}`;
+  return `${releasePrefix(id, version, area)}/${name}`;
 }
 
 /** A pass-through that counts and hashes what flows through it; `check` then refuses what the manifest does not list. */
