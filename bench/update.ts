@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import type { ReleaseManifest } from "../src/release/release.js";
+import type { ReleaseManifest } from "../src/contract/release-manifest.js";
 import { detectAccel } from "../src/vm/accel.js";
 import { E2E_ROOT, prepareImage, prepareVersion } from "../tests/e2e/harness/image.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh, vmTools } from "../tests/e2e/harness/scenario.js";

@@ -11,6 +11,42 @@ export class UserError extends Error {
   }
 }
 
+/** What the user asked for does not exist (a release, a device, a rollout): HTTP 404. */
+export class NotFoundError extends UserError {
+  constructor(message: string, hint?: string) {
+    super(message, hint);
+    this.name = "NotFoundError";
+  }
+}
+
+/** The request contradicts what exists (an immutable release, a name taken, a change raced by another): HTTP 409. */
+export class ConflictError extends UserError {
+  constructor(message: string, hint?: string) {
+    super(message, hint);
+    this.name = "ConflictError";
+  }
+}
+
+/** A request without the right to what it asks: no or wrong credentials (401), not allowed this way (403), too many (429). */
+export class AccessDenied extends UserError {
+  constructor(
+    readonly status: 401 | 403 | 429,
+    message: string,
+    hint?: string,
+  ) {
+    super(message, hint);
+    this.name = "AccessDenied";
+  }
+}
+
+/** The HTTP status a user error stands for; the server maps errors here and nowhere else. */
+export function httpStatus(e: UserError): 400 | 401 | 403 | 404 | 409 | 429 {
+  if (e instanceof NotFoundError) return 404;
+  if (e instanceof ConflictError) return 409;
+  if (e instanceof AccessDenied) return e.status;
+  return 400;
+}
+
 /** One finding in a definition file, located as `file:line key`. */
 export interface Problem {
   file: string;

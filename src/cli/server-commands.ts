@@ -8,9 +8,9 @@ import { UserError } from "../errors.js";
 import type { RolloutOptions } from "../fleet/fleet.js";
 import { signDetached, updateKeyPaths } from "../keys/update-key.js";
 import { createReporter } from "../report/reporter.js";
-import { loadOperators, loadOrCreateSecret } from "../server/auth.js";
+import { credentialFiles, loadOrCreateSecret } from "../server/auth.js";
 import { publishRelease } from "../server/publish.js";
-import { createServer, openFleet } from "../server/server.js";
+import { createServer, DEFAULT_DEVICE_RATE_LIMIT, openFleet } from "../server/server.js";
 
 /** A secret token: the first line of a file (never a command-line argument, which `ps` shows), or `env`. */
 export function readToken(file: string | undefined, env = "BASALT_TOKEN"): string | undefined {
@@ -84,7 +84,29 @@ interface ServeOptions {
   fleetTokenFile?: string;
   publicMetrics?: boolean;
   holdSeconds: number;
+  trustProxy?: string[];
+  tlsCert?: string;
+  tlsKey?: string;
+  allowPlainHttp?: boolean;
+  deviceRateLimit: number;
 }
+
+/** Addresses or CIDRs, comma-separated: the proxies whose forwarding headers are believed. */
+function proxyList(v: string): string[] {
+  const list = v
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+  for (const x of list) {
+    if (!/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(x)) throw new UserError(`--trust-proxy: not an address or CIDR: ${JSON.stringify(x)}`);
+  }
+  return list;
+}
+
+const count = (flag: string) => (v: string) => {
+  if (!/^\d+$/.test(v)) throw new UserError(`${flag}: expected a whole number, not ${JSON.stringify(v)}`);
+  return Number(v);
+};
 
 export function registerServerCommands(program: Command): void {
   program
@@ -110,14 +132,33 @@ export function registerServerCommands(program: Command): void {
     )
     .option("--fleet-token-file <file>", "one token every device may report with, besides its own (weaker; see docs/fleet.md)")
     .option("--public-metrics", "serve /metrics without operator credentials")
+    .option("--tls-cert <file>", "serve HTTPS with this certificate chain (PEM; re-read when it changes, or on SIGHUP)")
+    .option("--tls-key <file>", "…and this private key (PEM, mode 0600)")
+    .option("--trust-proxy <cidrs>", "proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed; none by default", proxyList)
+    .option("--allow-plain-http", "accept operator credentials over plain HTTP from other hosts (otherwise only over HTTPS or from loopback)")
+    .option(
+      "--device-rate-limit <n>",
+      `requests per minute one client address may make to the device routes (0: no limit)`,
+      count("--device-rate-limit"),
+      DEFAULT_DEVICE_RATE_LIMIT,
+    )
     .option("--hold-seconds <n>", "how long a device keeps the index it was shown (index and signature are fetched together)", seconds("--hold-seconds"), 30)
     .description("the fleet server: releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics")
     .action(async (o: ServeOptions) => {
       const key = updateKeyPaths(o.keys);
       if (!existsSync(key.key)) throw new UserError(`${o.keys}: no update.pgp.key`, "run 'basalt keys init DIR' for the appliance");
-      const token = readToken(o.tokenFile);
-      const operators = o.operatorsFile ? loadOperators(o.operatorsFile) : [];
-      const fleetToken = o.fleetTokenFile ? readToken(o.fleetTokenFile, "BASALT_FLEET_TOKEN") : undefined;
+      if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new UserError("--tls-cert and --tls-key go together");
+      let log: ((e: Error) => void) | undefined;
+      // Files are re-read when they change: an operator removed from the operators file is signed out.
+      const credentials = credentialFiles(
+        {
+          ...(o.tokenFile ? { tokenFile: o.tokenFile } : process.env.BASALT_TOKEN ? { token: process.env.BASALT_TOKEN } : {}),
+          ...(o.operatorsFile ? { operatorsFile: o.operatorsFile } : {}),
+          ...(o.fleetTokenFile ? { fleetTokenFile: o.fleetTokenFile } : {}),
+        },
+        (e) => log?.(e),
+      );
+      const { token, operators } = credentials();
       const database = o.database ?? process.env.BASALT_DATABASE;
       const artifacts = o.artifacts ?? process.env.BASALT_ARTIFACTS;
       const endpoint = o.s3Endpoint ?? process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
@@ -140,10 +181,15 @@ export function registerServerCommands(program: Command): void {
       const secret = loadOrCreateSecret(o.secretFile ?? join(o.data, "server.secret"));
       const app = createServer({
         fleet,
-        auth: { secret, ...(token ? { token } : {}), operators, ...(fleetToken ? { fleetToken } : {}) },
+        auth: { secret, credentials },
         logger: { level: "info" },
         publicMetrics: Boolean(o.publicMetrics),
+        ...(o.trustProxy ? { trustProxy: o.trustProxy } : {}),
+        ...(o.tlsCert && o.tlsKey ? { tls: { cert: o.tlsCert, key: o.tlsKey } } : {}),
+        allowPlainHttp: Boolean(o.allowPlainHttp),
+        deviceRateLimit: o.deviceRateLimit,
       });
+      log = (e) => app.log.error({ err: e.message }, "credentials not reloaded; the previous ones stay");
       fleet.onError = (e, what) => app.log.error({ err: e.message }, what);
       // Scheduled rollout steps and automatic pauses; every replica may run it, each change applies once.
       const timer = setInterval(() => void fleet.tick().catch((e: Error) => app.log.error({ err: e.message }, "rollout scheduler")), 10_000);
@@ -155,7 +201,25 @@ export function registerServerCommands(program: Command): void {
       };
       process.on("SIGINT", () => void stop());
       process.on("SIGTERM", () => void stop());
-      await app.listen({ host: o.host, port: Number(o.port) });
+      process.on("SIGHUP", () => {
+        try {
+          app.reloadTls();
+          app.log.info("TLS certificate reloaded");
+        } catch (e) {
+          app.log.error({ err: (e as Error).message }, "TLS certificate not reloaded; the previous one stays");
+        }
+      });
+      try {
+        await app.listen({ host: o.host, port: Number(o.port) });
+      } catch (e) {
+        clearInterval(timer);
+        await fleet.db.close();
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EADDRINUSE") throw new UserError(`${o.host}:${o.port}: the address is in use (another basalt serve?)`, "choose another --port");
+        if (code === "EACCES") throw new UserError(`${o.host}:${o.port}: not allowed to listen there`);
+        if (code === "EADDRNOTAVAIL") throw new UserError(`${o.host}: not an address of this machine`);
+        throw e;
+      }
       app.log.info({ artifacts: fleet.artifacts.where }, "release files");
       if (!token && !operators.length) app.log.warn("no operator token and no operators: the API and the dashboard refuse everyone");
     });

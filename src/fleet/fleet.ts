@@ -4,32 +4,21 @@
 // index a device can be shown is signed when a channel, rollout or pin changes.
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import { UserError } from "../errors.js";
-import type { ReleaseManifest } from "../release/release.js";
-import { checkFileName, renderSha256Sums } from "../release/sha256sums.js";
-import { type Artifact, type ArtifactStore, checkName, VERSION } from "./artifacts/store.js";
-import type { ChannelRecord, FleetDb, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord } from "./db/fleet-db.js";
+import type { z } from "zod";
+import * as ids from "../contract/ids.js";
+import { firstIssue } from "../contract/ids.js";
+import { type ReleaseManifest, releaseManifestSchema } from "../contract/release-manifest.js";
+import { type DeviceReport, deviceReportSchema } from "../contract/report.js";
+import { type RolloutOptions, type RolloutPatch, rolloutPatch } from "../contract/rollout.js";
+import { ConflictError, NotFoundError, UserError } from "../errors.js";
+import { renderSha256Sums } from "../release/sha256sums.js";
+import type { Artifact, ArtifactStore } from "./artifacts/store.js";
+import type { ChannelRecord, FleetDb, NameTaken, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord, Upload } from "./db/fleet-db.js";
 import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent, heldSnapshot } from "./inventory.js";
-import { type DeviceReport, deviceReportSchema } from "./report.js";
 import { cohortVersions, nextStep, offeredRelease, shouldPause } from "./rollout.js";
 
 export type Signer = (index: Buffer) => Promise<{ binary: Buffer; armored: string }>;
-
-export interface RolloutOptions {
-  /** Share of the channel's devices offered the release, 0–100 (default 100, or the first step). */
-  percent?: number;
-  /** A schedule: the percentages to go through, one every `stepSeconds` (an empty list removes it). */
-  steps?: number[];
-  stepSeconds?: number;
-  /** Pause automatically when more than this share of the devices that took it failed (default 0.2). */
-  maxFailureRate?: number;
-  /** …counted only once this many devices took it (default 3). */
-  minDevices?: number;
-}
-
-export interface RolloutPatch extends RolloutOptions {
-  paused?: boolean;
-}
+export type { RolloutOptions, RolloutPatch };
 
 export interface FleetOptions {
   db: FleetDb;
@@ -78,18 +67,23 @@ export function renderIndex(entries: { name: string; sha256: string }[]): Buffer
 }
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-function checkRolloutOptions(o: RolloutPatch): void {
-  const pct = (v: number) => Number.isFinite(v) && v >= 0 && v <= 100;
-  if (o.percent !== undefined && !pct(o.percent)) throw new UserError(`rollout percent must be between 0 and 100, not ${o.percent}`);
-  if (o.steps?.length) {
-    if (!o.steps.every((v, i) => pct(v) && v > 0 && (i === 0 || v > (o.steps?.[i - 1] ?? 0)))) {
-      throw new UserError("rollout steps must be rising percentages above 0, e.g. 10,50,100");
-    }
-    if (!o.stepSeconds || o.stepSeconds < 1) throw new UserError("a rollout schedule needs the time between steps (at least one second)");
-  }
-  if (o.maxFailureRate !== undefined && !(o.maxFailureRate >= 0 && o.maxFailureRate <= 1)) throw new UserError("max failure rate must be between 0 and 1");
-  if (o.minDevices !== undefined && !(Number.isInteger(o.minDevices) && o.minDevices >= 1))
-    throw new UserError("min devices must be a whole number of at least 1");
+/** `value` as `schema` reads it, or a UserError naming `what` and the first problem. */
+export function parseInput<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  // A bad name or number is shown as given: the operator sees what was refused.
+  if (typeof value === "string" || typeof value === "number") throw new UserError(`${what} ${JSON.stringify(value).slice(0, 120)}: ${firstIssue(r.error)}`);
+  throw new UserError(firstIssue(r.error, what));
+}
+
+/** A file a device may fetch: the release it belongs to, and since when it was offered to the device. */
+export interface OfferedFile {
+  version: string;
+  kind: string;
+  size: number;
+  /** When the version was first offered to this device: its rollout's start, or its pin's. */
+  offeredSince: number;
+  artifact: Artifact;
 }
 
 export class Fleet {
@@ -119,51 +113,153 @@ export class Fleet {
   }
 
   // Releases --------------------------------------------------------------------------------
+  //
+  // Publishing is atomic: a release is either recorded in the database with all its files in the
+  // store's releases/, or not recorded and retryable. A commit moves the files in the store first
+  // and then records the release in one transaction, which it undoes when the database refuses; a
+  // process killed between the two leaves a commit that a retry (or recoverReleases) finishes. The
+  // upload's token (see Upload) keeps a commit from recording files that a restarted upload replaced.
 
-  async beginRelease(m: ReleaseManifest): Promise<void> {
-    if (!m || typeof m.id !== "string" || typeof m.version !== "string" || !Array.isArray(m.files) || !m.files.length) {
-      throw new UserError("a release manifest needs id, version and files");
+  /**
+   * Starts (or restarts) the upload of a release. `committed` when this very release (the same
+   * files) is published already: a retry of a publish whose commit went through.
+   */
+  async beginRelease(manifest: unknown): Promise<{ committed: boolean }> {
+    const m = parseInput(releaseManifestSchema, manifest, "release manifest");
+    const begun = await this.db.beginUpload(m, this.now());
+    if (begun.status === "published") {
+      if (this.sameRelease(begun.manifest, m)) return { committed: true };
+      throw new ConflictError(`${m.id} ${m.version} is already published; releases are immutable`);
     }
-    checkName("image id", m.id);
-    checkName("version", m.version, VERSION);
-    if (await this.db.release(m.id, m.version)) throw new UserError(`${m.id} ${m.version} is already published; releases are immutable`);
-    const seen = new Set<string>();
-    for (const f of m.files) {
-      checkFileName(f.name);
-      if (seen.has(f.name)) throw new UserError(`release manifest: ${f.name} is listed twice`);
-      seen.add(f.name);
-      if (!/^[0-9a-f]{64}$/.test(f.sha256) || !Number.isSafeInteger(f.size) || f.size < 0) throw new UserError(`release manifest: bad entry for ${f.name}`);
-      const other = await this.db.releaseFile(m.id, f.name);
-      if (other) throw new UserError(`${f.name} belongs to ${m.id} ${other.version} already`);
-    }
+    if (begun.status === "taken") throw this.nameTaken(m.id, begun);
+    // Whatever an earlier attempt left in the store goes before the upload can be committed: a
+    // partial upload, or files a commit moved but did not get to record.
     await this.artifacts.discard(m.id, m.version);
-    await this.db.beginUpload(m, this.now());
+    await this.db.resumeUpload(m.id, m.version);
+    return { committed: false };
   }
 
-  private async pending(id: string, version: string): Promise<ReleaseManifest> {
-    checkName("image id", id);
-    checkName("version", version, VERSION);
-    const m = await this.db.upload(id, version);
-    if (!m) throw new UserError(`no upload of ${id} ${version} in progress`);
-    return m;
+  private async pending(id: string, version: string): Promise<Upload> {
+    parseInput(ids.imageId, id, "image id");
+    parseInput(ids.version, version, "version");
+    const u = await this.db.upload(id, version);
+    if (!u) throw new NotFoundError(`no upload of ${id} ${version} in progress`);
+    return u;
   }
 
   async putFile(id: string, version: string, name: string, body: Readable): Promise<void> {
-    const m = await this.pending(id, version);
+    const { manifest: m } = await this.pending(id, version);
     const entry = m.files.find((f) => f.name === name);
-    if (!entry) throw new UserError(`${name} is not a file of ${id} ${version}`);
+    if (!entry) throw new NotFoundError(`${name} is not a file of ${id} ${version}`);
     await this.artifacts.stage(id, version, body, entry);
   }
 
+  /** Publishes an uploaded release; committing it again returns it. */
   async commitRelease(id: string, version: string, actor: string): Promise<ReleaseManifest> {
-    const m = await this.pending(id, version);
+    parseInput(ids.imageId, id, "image id");
+    parseInput(ids.version, version, "version");
+    // A retry of a commit that went through (its answer was lost, or the client was killed).
+    const recorded = await this.db.release(id, version);
+    if (recorded) return recorded;
+    const { manifest: m, token } = await this.pending(id, version);
+    if (token === null) throw new ConflictError(`the upload of ${id} ${version} is being restarted; upload it again`);
+    // Nothing moves before every name is known to be free and every file to be there (uploaded, or
+    // moved already by a commit that did not get to record the release).
     for (const f of m.files) {
-      if ((await this.artifacts.stagedSize(id, version, f.name)) !== f.size) throw new UserError(`${f.name} has not been uploaded completely`);
+      const other = await this.db.releaseFile(id, f.name);
+      if (other && other.version !== version) throw this.nameTaken(id, { name: f.name, version: other.version, committed: true });
+      if ((await this.artifacts.stagedSize(id, version, f.name)) !== f.size && (await this.artifacts.committedSize(id, version, f.name)) !== f.size) {
+        throw new UserError(`${f.name} has not been uploaded completely`);
+      }
     }
-    await this.artifacts.commit(id, version);
-    if (!(await this.db.commitRelease(m, this.now()))) throw new UserError(`${id} ${version} is already published; releases are immutable`);
-    await this.db.audit(this.now(), actor, "commit", { id, version, files: m.files.length });
-    return m;
+    return this.finishCommit(m, token, actor);
+  }
+
+  /**
+   * Finishes the commits that stopped servers began: uploads whose files the store holds, some or
+   * all of them committed, that the database did not record. Safe on any replica at any time (a
+   * commit in progress elsewhere is recorded once); for start-up. Returns the releases it published.
+   */
+  async recoverReleases(actor = "recovery"): Promise<ReleaseManifest[]> {
+    const published: ReleaseManifest[] = [];
+    for (const { manifest: m, token } of await this.db.uploads()) {
+      if (token === null) continue;
+      let committed = 0;
+      let complete = true;
+      for (const f of m.files) {
+        if ((await this.artifacts.committedSize(m.id, m.version, f.name)) === f.size) committed++;
+        else if ((await this.artifacts.stagedSize(m.id, m.version, f.name)) !== f.size) complete = false;
+      }
+      // No file committed: nobody asked for a commit (an upload in progress, or abandoned).
+      if (!complete || !committed) continue;
+      try {
+        published.push(await this.finishCommit(m, token, actor));
+      } catch (e) {
+        this.onError(e as Error, `finishing the commit of ${m.id} ${m.version}`);
+      }
+    }
+    return published;
+  }
+
+  /** The store's commit, then the database's record of it (undone in the store when the database refuses). */
+  private async finishCommit(m: ReleaseManifest, token: string, actor: string): Promise<ReleaseManifest> {
+    await this.artifacts.commit(m.id, m.version);
+    let result: Awaited<ReturnType<FleetDb["commitRelease"]>>;
+    try {
+      result = await this.db.commitRelease(m, token, this.now(), actor);
+    } catch (e) {
+      await this.undoCommit(m, token);
+      throw e;
+    }
+    switch (result.status) {
+      case "committed":
+        return m;
+      // Recorded by another commit of the same upload that got there first.
+      case "published":
+        if (this.sameRelease(result.manifest, m)) return result.manifest;
+        throw new ConflictError(`${m.id} ${m.version} is already published; releases are immutable`);
+      // The files in the store are the restarted upload's business now.
+      case "restarted":
+        throw new ConflictError(`the upload of ${m.id} ${m.version} was restarted while it was committed; upload it again`);
+      case "taken":
+        await this.undoCommit(m, token);
+        throw this.nameTaken(m.id, result);
+    }
+  }
+
+  /**
+   * Moves a commit's files back to the upload, so that the commit can be tried again; only while
+   * the upload is still the one committed (a restarted upload's begin clears the store itself). When
+   * even that cannot be asked, the commit is left for a retry or recoverReleases to finish.
+   */
+  private async undoCommit(m: ReleaseManifest, token: string): Promise<void> {
+    try {
+      if (!(await this.db.suspendUpload(m.id, m.version, token))) return;
+      try {
+        await this.artifacts.uncommit(m.id, m.version);
+      } finally {
+        // Wherever the files are now, they are this upload's: it can be committed again.
+        await this.db.resumeUpload(m.id, m.version);
+      }
+    } catch (e) {
+      this.onError(e as Error, `undoing the commit of ${m.id} ${m.version} in the artifact store`);
+    }
+  }
+
+  /** Whether two manifests publish the same files (the rest, such as the creation time, may differ). */
+  private sameRelease(a: ReleaseManifest, b: ReleaseManifest): boolean {
+    const files = (m: ReleaseManifest) =>
+      m.files
+        .map((f) => `${f.name} ${f.kind} ${f.size} ${f.sha256}`)
+        .sort()
+        .join("\n");
+    return a.id === b.id && a.version === b.version && files(a) === files(b);
+  }
+
+  private nameTaken(image: string, t: Pick<NameTaken, "name" | "version" | "committed">): ConflictError {
+    return new ConflictError(
+      t.committed ? `${t.name} belongs to ${image} ${t.version} already` : `${t.name} is reserved by the upload of ${image} ${t.version} in progress`,
+    );
   }
 
   // Signed indexes --------------------------------------------------------------------------
@@ -173,7 +269,7 @@ export class Fleet {
     const entries: { name: string; sha256: string }[] = [];
     for (const v of versions) {
       const m = await this.db.release(image, v);
-      if (!m) throw new UserError(`${image} ${v} has not been published`);
+      if (!m) throw new NotFoundError(`${image} ${v} has not been published`);
       for (const f of m.files) {
         // A device must never be shown a file the store cannot serve.
         if (!(await this.artifacts.has(image, v, f.name))) throw new UserError(`${image} ${v}: ${f.name} is missing from the artifact store`);
@@ -212,9 +308,9 @@ export class Fleet {
 
   /** Offers a committed release on a channel, all at once or as a staged rollout. */
   async promote(image: string, channel: string, version: string, actor: string, options: RolloutOptions = {}): Promise<ChannelRecord> {
-    checkName("channel", channel);
-    checkRolloutOptions(options);
-    if (!(await this.db.release(image, version))) throw new UserError(`${image} ${version} has not been published`);
+    parseInput(ids.channel, channel, "channel");
+    parseInput(rolloutPatch, options, "rollout");
+    if (!(await this.db.release(image, version))) throw new NotFoundError(`${image} ${version} has not been published`);
     const prev = await this.db.channel(image, channel);
     const now = this.now();
     const old = prev?.rollouts ?? [];
@@ -232,11 +328,12 @@ export class Fleet {
       addedAt: base?.addedAt ?? now,
       snapshot: snapshots.get(version) as string,
       percent,
-      paused: false,
-      pauseReason: null,
+      // Offering a version again changes its rollout, never its pause: resuming is its own act.
+      paused: base?.paused ?? false,
+      pauseReason: base?.pauseReason ?? null,
       steps,
       stepSeconds,
-      nextStepAt: steps && stepSeconds && nextStep({ steps, stepSeconds }, percent) !== undefined ? now + stepSeconds * 1000 : null,
+      nextStepAt: steps && stepSeconds && !base?.paused && nextStep({ steps, stepSeconds }, percent) !== undefined ? now + stepSeconds * 1000 : null,
       maxFailureRate: options.maxFailureRate ?? base?.maxFailureRate ?? DEFAULT_POLICY.maxFailureRate,
       minDevices: options.minDevices ?? base?.minDevices ?? DEFAULT_POLICY.minDevices,
       updatedAt: now,
@@ -250,10 +347,10 @@ export class Fleet {
 
   /** Raises, lowers, pauses or resumes a rollout, or changes its schedule or failure policy. */
   async setRollout(image: string, channel: string, version: string, patch: RolloutPatch, actor: string, reason: string | null = null): Promise<Rollout> {
-    checkRolloutOptions(patch);
+    parseInput(rolloutPatch, patch, "rollout");
     for (let attempt = 0; ; attempt++) {
       const r = (await this.db.channel(image, channel))?.rollouts.find((x) => x.version === version);
-      if (!r) throw new UserError(`${image} ${version} is not offered on ${channel}`);
+      if (!r) throw new NotFoundError(`${image} ${version} is not offered on ${channel}`);
       const now = Math.max(this.now(), r.updatedAt + 1);
       const next: Rollout = { ...r, updatedAt: now };
       if (patch.percent !== undefined) next.percent = patch.percent;
@@ -274,15 +371,14 @@ export class Fleet {
         await this.db.audit(now, actor, "rollout", { id: image, channel, version, ...patch, ...(reason ? { reason } : {}) });
         return next;
       }
-      if (attempt >= 5) throw new UserError(`the rollout of ${image} ${version} on ${channel} keeps changing; try again`);
+      if (attempt >= 5) throw new ConflictError(`the rollout of ${image} ${version} on ${channel} keeps changing; try again`);
     }
   }
 
   /** Holds a device (or every device of a group) on `version`, whatever the channel's rollouts say. */
   async pin(image: string, scope: Pin["scope"], target: string, version: string, actor: string): Promise<Pin> {
-    if (scope === "device" && !/^[0-9a-f]{32}$/.test(target)) throw new UserError(`not a machine-id: ${target}`);
-    if (scope === "group") checkName("group", target);
-    if (!(await this.db.release(image, version))) throw new UserError(`${image} ${version} has not been published`);
+    parseInput(scope === "device" ? ids.machineId : ids.group, target, scope);
+    if (!(await this.db.release(image, version))) throw new NotFoundError(`${image} ${version} has not been published`);
     const pin: Pin = { image, scope, target, version, snapshot: await this.ensureSnapshot(image, [version]), actor, at: this.now() };
     await this.db.setPin(pin);
     await this.db.audit(pin.at, actor, "pin", { id: image, scope, target, version });
@@ -296,8 +392,8 @@ export class Fleet {
   }
 
   async setGroup(image: string, machines: string[], group: string | null, actor: string): Promise<number> {
-    if (group !== null) checkName("group", group);
-    for (const m of machines) if (!/^[0-9a-f]{32}$/.test(m)) throw new UserError(`not a machine-id: ${m}`);
+    if (group !== null) parseInput(ids.group, group, "group");
+    for (const m of machines) parseInput(ids.machineId, m, "machine");
     const changed = await this.db.setGroup(image, machines, group);
     await this.db.audit(this.now(), actor, "group", { id: image, machines, group });
     return changed;
@@ -341,22 +437,31 @@ export class Fleet {
     return (await this.loadSnapshot(req.image, out.snapshot)) ?? (await this.emptySnapshot());
   }
 
-  /** A release file the device may fetch (its version is on the channel, or pinned); records the download. */
-  async download(req: DeviceRequest & { file: string }, record: boolean): Promise<Artifact | undefined> {
+  /** A release file the device may fetch: its version is on the device's channel, or pinned for it. */
+  async offeredFile(req: DeviceRequest & { file: string }): Promise<OfferedFile | undefined> {
     const f = await this.db.releaseFile(req.image, req.file);
     if (!f) return undefined;
-    const [channel, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
-    const onChannel = (c: ChannelRecord | undefined) => c?.rollouts.some((r) => r.version === f.version) ?? false;
+    const [cached, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
+    const since = (c: ChannelRecord | undefined) => c?.rollouts.find((r) => r.version === f.version)?.addedAt;
     // A version another replica offered a moment ago may not be in this one's cache yet: ask again
     // before refusing a file the device was shown.
-    const offered = onChannel(channel) || pins.some((p) => p.version === f.version) || onChannel(await this.db.channel(req.image, req.channel));
-    if (!offered) return undefined;
+    const onChannel = since(cached) ?? since(await this.db.channel(req.image, req.channel));
+    const pinned = pins.filter((p) => p.version === f.version).map((p) => p.at);
+    if (onChannel === undefined && !pinned.length) return undefined;
     const artifact = await this.artifacts.locate(req.image, f.version, { name: req.file, size: f.size });
-    if (artifact && record) {
-      const at = this.now();
-      await this.db.updateDevice(req.image, req.machine, (prev) => applyDownload(prev, { ...req, version: f.version, kind: f.kind, at }));
-    }
-    return artifact;
+    if (!artifact) return undefined;
+    return { version: f.version, kind: f.kind, size: f.size, offeredSince: Math.min(onChannel ?? Number.POSITIVE_INFINITY, ...pinned), artifact };
+  }
+
+  /**
+   * Records a download of `file` by a device that polled before (a machine-id never seen is not
+   * recorded: devices check before they download). `complete` when this server sent every byte.
+   */
+  async recordDownload(req: DeviceRequest & { file: string }, file: OfferedFile, complete: boolean): Promise<void> {
+    const at = this.now();
+    await this.db.updateDeviceIfKnown(req.image, req.machine, (prev) =>
+      applyDownload(prev, { version: file.version, file: req.file, kind: file.kind, at, complete, offeredSince: file.offeredSince }),
+    );
   }
 
   /** Records a device's report (its shape checked; authentication is the caller's). */
@@ -425,7 +530,7 @@ export class Fleet {
 
   async progress(image: string, channel: string, version: string): Promise<RolloutProgress> {
     const rollout = (await this.db.channel(image, channel))?.rollouts.find((r) => r.version === version);
-    if (!rollout) throw new UserError(`${image} ${version} is not offered on ${channel}`);
+    if (!rollout) throw new NotFoundError(`${image} ${version} is not offered on ${channel}`);
     const [stats, changes, population, points] = await Promise.all([
       this.db.releaseStats(image, version),
       this.db.rolloutChanges(image, channel, version),

@@ -2,7 +2,7 @@
 // version and the boot id), its downloads and its reports. Each function takes the device as it
 // was and returns it as it is now plus the events to record; they are pure, so every storage
 // backend applies them the same way inside its own transaction.
-import { badVersions, type DeviceReport } from "./report.js";
+import { badVersions, type DeviceReport, installedVersions } from "../contract/report.js";
 import { compareVersions } from "./versions.js";
 
 export interface Device {
@@ -26,6 +26,8 @@ export interface Device {
   /** The newest version whose UKI (the last file of an update) the device downloaded. */
   downloadedVersion: string | null;
   downloadedAt: number | null;
+  /** Whether that download is evidence (see DeviceEvent.evidence): then a rollback inferred from it is too. */
+  downloadedEvidence: boolean;
   /** Versions this device rolled back from, each counted once. */
   rolledBack: string[];
   duplicate: boolean;
@@ -40,6 +42,12 @@ export interface DeviceEvent {
   kind: EventKind;
   at: number;
   version: string | null;
+  /**
+   * Whether the event may count toward a rollout's health (the automatic pause): what an
+   * authenticated report says, or what a device without a token proved at a cost (docs/fleet.md,
+   * "Evidence"). Anonymous polls alone are never evidence.
+   */
+  evidence?: boolean;
   detail?: Record<string, unknown>;
 }
 
@@ -80,6 +88,7 @@ function fresh(image: string, machine: string, arch: string, channel: string, at
     viewUntil: null,
     downloadedVersion: null,
     downloadedAt: null,
+    downloadedEvidence: false,
     rolledBack: [],
     duplicate: false,
     healthy: null,
@@ -95,11 +104,14 @@ function inferRollback(d: Device, events: DeviceEvent[], at: number): void {
   if (compareVersions(d.bootedVersion, v) >= 0) return;
   if (d.bootSeenAt === null || d.downloadedAt === null || d.bootSeenAt <= d.downloadedAt) return;
   d.rolledBack = [...d.rolledBack, v];
-  events.push({ kind: "rollback", at, version: v, detail: { running: d.bootedVersion, how: "inferred from polls" } });
+  events.push({ kind: "rollback", at, version: v, evidence: d.downloadedEvidence, detail: { running: d.bootedVersion, how: "inferred from polls" } });
 }
 
-/** Records who is running what from the booted version and boot id a device reports or polls with. */
-function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: string | undefined, at: number): void {
+/**
+ * Records who is running what from the booted version and boot id a device reports or polls with;
+ * `evidence` when an authenticated report says so.
+ */
+function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: string | undefined, at: number, evidence: boolean): void {
   if (bootId && bootId !== d.bootId) {
     if (d.bootId !== null) {
       d.reboots += 1;
@@ -115,26 +127,28 @@ function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: 
     d.bootSeenAt = at;
   }
   if (version !== d.bootedVersion) {
-    events.push({ kind: "booted", at, version, detail: { previous: d.bootedVersion } });
+    events.push({ kind: "booted", at, version, evidence, detail: { previous: d.bootedVersion } });
     d.bootedVersion = version;
   }
   inferRollback(d, events, at);
 }
 
-/** The index snapshot a device was shown, and on which boot and version. */
+/** The index snapshot a device was shown, and on which channel, boot and version. */
 export interface HeldView {
   snapshot: string | null;
   until: number | null;
+  channel: string;
   bootId: string | null;
   bootedVersion: string | null;
 }
 
 /**
  * The snapshot a request at `at` still gets because its device was shown it: the index and
- * signature of one check must match. A new boot or version is a new check.
+ * signature of one check must match. A new boot, version or channel is a new check.
  */
-export function heldSnapshot(held: HeldView, req: { booted: string; boot?: string }, at: number): string | undefined {
-  const holds = held.until !== null && held.until > at && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId);
+export function heldSnapshot(held: HeldView, req: { channel: string; booted: string; boot?: string }, at: number): string | undefined {
+  const holds =
+    held.until !== null && held.until > at && held.channel === req.channel && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId);
   return holds ? (held.snapshot ?? undefined) : undefined;
 }
 
@@ -142,13 +156,13 @@ export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapsho
   const events: DeviceEvent[] = [];
   const d: Device = prev ? { ...prev } : fresh(p.image, p.machine, p.arch, p.channel, p.at);
   if (!prev) events.push({ kind: "seen", at: p.at, version: p.booted, detail: { channel: p.channel } });
+  // Keep the snapshot chosen by whichever request of this check came first (asked before the poll
+  // updates the boot and channel it compares with).
+  const held = heldSnapshot({ snapshot: d.viewSnapshot, until: d.viewUntil, channel: d.channel, bootId: d.bootId, bootedVersion: d.bootedVersion }, p, p.at);
   d.lastSeen = p.at;
   d.arch = p.arch;
   d.channel = p.channel;
-  // Keep the snapshot chosen by whichever request of this check came first (asked before the poll
-  // updates the boot it compares with).
-  const held = heldSnapshot({ snapshot: d.viewSnapshot, until: d.viewUntil, bootId: d.bootId, bootedVersion: d.bootedVersion }, p, p.at);
-  observeBoot(d, events, p.booted, p.boot, p.at);
+  observeBoot(d, events, p.booted, p.boot, p.at, false);
   if (held === undefined) {
     d.viewSnapshot = p.snapshot;
     d.viewUntil = p.at + p.holdMs;
@@ -161,17 +175,26 @@ export interface Download {
   file: string;
   kind: string;
   at: number;
+  /** Every byte of the file was sent by this server (not a redirect, not a part). */
+  complete: boolean;
+  /** When the version was first offered to this device (its rollout, or its pin). */
+  offeredSince: number;
 }
 
-export function applyDownload(prev: Device | undefined, dl: Download & { image: string; machine: string; arch: string; channel: string }): Change {
-  const d: Device = prev ? { ...prev } : fresh(dl.image, dl.machine, dl.arch, dl.channel, dl.at);
+/** A device's download of a release file; `prev` is the device as its earlier polls left it. */
+export function applyDownload(prev: Device, dl: Download): Change {
+  const d: Device = { ...prev };
   d.lastSeen = dl.at;
-  const events: DeviceEvent[] = [{ kind: "download", at: dl.at, version: dl.version, detail: { file: dl.file, kind: dl.kind } }];
+  const events: DeviceEvent[] = [{ kind: "download", at: dl.at, version: dl.version, detail: { file: dl.file, kind: dl.kind, complete: dl.complete } }];
   // The UKI is the last transfer: once it is fetched the version is installed and boots next.
   if (dl.kind === "uki" && (!d.downloadedVersion || compareVersions(dl.version, d.downloadedVersion) >= 0)) {
+    // Without a token, a device proves it took a release only at a cost: the whole UKI, fetched
+    // from here, by a machine-id that polled before the release was offered to it.
+    const evidence = dl.complete && prev.firstSeen < dl.offeredSince;
     d.downloadedVersion = dl.version;
     d.downloadedAt = dl.at;
-    events.push({ kind: "downloaded", at: dl.at, version: dl.version });
+    d.downloadedEvidence = evidence;
+    events.push({ kind: "downloaded", at: dl.at, version: dl.version, evidence });
   }
   return { device: d, events };
 }
@@ -186,20 +209,31 @@ export function applyReport(
   const events: DeviceEvent[] = [];
   if (!prev) events.push({ kind: "seen", at, version: r.version, detail: { channel: meta.channel, by: "report" } });
   d.lastSeen = at;
-  observeBoot(d, events, r.version, r.boot_id, at);
+  // Everything an authenticated report says is evidence.
+  observeBoot(d, events, r.version, r.boot_id, at, true);
+  // A newer UKI in /EFI/Linux is a version the device took (installed, in trial or given up on).
+  for (const v of installedVersions(meta.image, r.entries)) {
+    if (compareVersions(v, r.version) <= 0) continue;
+    if (d.downloadedVersion === v && d.downloadedEvidence) continue;
+    if (d.downloadedVersion && compareVersions(v, d.downloadedVersion) < 0) continue;
+    if (d.downloadedVersion !== v) d.downloadedAt = at;
+    d.downloadedVersion = v;
+    d.downloadedEvidence = true;
+    events.push({ kind: "downloaded", at, version: v, evidence: true, detail: { how: "reported installed" } });
+  }
   for (const v of badVersions(meta.image, r.entries)) {
     if (d.rolledBack.includes(v)) continue;
     d.rolledBack = [...d.rolledBack, v];
-    events.push({ kind: "rollback", at, version: v, detail: { running: r.version, how: "boot loader marked it bad" } });
+    events.push({ kind: "rollback", at, version: v, evidence: true, detail: { running: r.version, how: "boot loader marked it bad" } });
   }
   if (!r.healthy && (d.healthy !== false || r.event === "unhealthy")) {
-    events.push({ kind: "unhealthy", at, version: r.version, detail: { reason: r.reason ?? null, failed: r.failed_units } });
+    events.push({ kind: "unhealthy", at, version: r.version, evidence: true, detail: { reason: r.reason ?? null, failed: r.failed_units } });
   } else if (r.healthy && d.healthy === false) {
-    events.push({ kind: "healthy", at, version: r.version });
+    events.push({ kind: "healthy", at, version: r.version, evidence: true });
   }
   d.healthy = r.healthy;
   d.report = r;
   d.reportAt = at;
-  events.push({ kind: "report", at, version: r.version, detail: r as unknown as Record<string, unknown> });
+  events.push({ kind: "report", at, version: r.version, evidence: true, detail: r as unknown as Record<string, unknown> });
   return { device: d, events };
 }

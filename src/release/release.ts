@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { join } from "node:path";
 import type { BuildManifest } from "../build/build.js";
 import { sha256File } from "../build/build.js";
+import { RELEASE_FORMAT, type ReleaseFile, type ReleaseManifest } from "../contract/release-manifest.js";
 import { loadAppliance } from "../definition/load.js";
 import { UserError } from "../errors.js";
 import { keysDir } from "../keys/keys.js";
@@ -15,28 +16,6 @@ import { ensureMkosi, type MkosiTool } from "../toolchain/mkosi.js";
 import { runTool } from "../toolchain/tools-run.js";
 import { ensureToolsTree } from "../toolchain/tools-tree.js";
 import { renderSha256Sums } from "./sha256sums.js";
-
-export const RELEASE_FORMAT = 1;
-
-export interface ReleaseFile {
-  name: string;
-  kind: "uki" | "root" | "root-verity" | "root-verity-sig";
-  size: number;
-  sha256: string;
-  /** Size once decompressed: what is written to the slot. */
-  installedSize: number;
-}
-
-export interface ReleaseManifest {
-  format: number;
-  id: string;
-  version: string;
-  devSigned: boolean;
-  roothash: string;
-  signingKey: string;
-  files: ReleaseFile[];
-  createdAt: string;
-}
 
 export interface ReleaseOptions {
   reporter: Reporter;

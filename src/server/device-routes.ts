@@ -6,12 +6,15 @@
 //
 // The index and its signature come from one pre-signed snapshot per device for a short while (the
 // client fetches both at once); files are served with exact Content-Length, Range, ETag and
-// Last-Modified, and never with a Content-Encoding (the client sends no Accept-Encoding).
+// Last-Modified, and never with a Content-Encoding (the client sends no Accept-Encoding). A download
+// is recorded once every byte of it was sent: a part or an abandoned transfer proves nothing.
 import { basename, dirname } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { NAME, VERSION } from "../fleet/artifacts/store.js";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
+import * as ids from "../contract/ids.js";
+import { deviceReportSchema } from "../contract/report.js";
 import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
-import type { Auth } from "./auth.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -20,32 +23,31 @@ declare module "fastify" {
   }
 }
 
-const MACHINE_ID = /^[0-9a-f]{32}$/;
-const ARCH = /^[a-z0-9_-]{1,32}$/;
-// What SHA256SUMS can name (<= 255 bytes); anything else cannot be a file of a release.
-const FILE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/;
+const identity = { channel: ids.channel, image: ids.imageId, arch: ids.architecture, machine: ids.machineId };
+const fileParams = z.object({ ...identity, booted: ids.version, file: ids.releaseFileName.or(z.enum(["SHA256SUMS", "SHA256SUMS.gpg", "SHA256SUMS.asc"])) });
+const fileParamsWithBoot = fileParams.extend({ boot: ids.bootId });
+const reportParams = z.object(identity);
 
-type DeviceParams = DeviceRequest & { file: string };
+type FileParams = z.infer<typeof fileParamsWithBoot>;
 
-type DeviceIdentity = Pick<DeviceRequest, "channel" | "image" | "arch" | "machine">;
-
-/** The channel, image, architecture and machine-id every device path starts with, when well-formed. */
-function deviceIdentity(p: DeviceIdentity): DeviceIdentity | undefined {
-  if (!NAME.test(p.channel) || !NAME.test(p.image) || !ARCH.test(p.arch) || !MACHINE_ID.test(p.machine)) return undefined;
-  return { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine };
+export interface DeviceRouteOptions {
+  /** Requests per minute per client address; 0 for no limit. */
+  rateLimit: number;
 }
 
-function deviceRequest(p: DeviceParams): DeviceRequest | undefined {
-  const id = deviceIdentity(p);
-  if (!id || !VERSION.test(p.booted) || (p.boot !== undefined && !MACHINE_ID.test(p.boot))) return undefined;
-  return { ...id, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
+/** Whether the response sent the whole file: a 200, or a 206 from the first byte to the last. */
+function sentWhole(reply: FastifyReply, size: number): boolean {
+  if (reply.statusCode === 200) return true;
+  return reply.statusCode === 206 && reply.getHeader("content-range") === `bytes 0-${size - 1}/${size}`;
 }
 
-export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: Auth): void {
-  const serve = async (req: FastifyRequest<{ Params: DeviceParams }>, reply: FastifyReply) => {
-    const d = deviceRequest(req.params);
-    const { file } = req.params;
-    if (!d || !FILE.test(file)) return reply.code(404).send();
+export function registerDeviceRoutes(scope: FastifyInstance, fleet: Fleet, o: DeviceRouteOptions): void {
+  const app = scope.withTypeProvider<ZodTypeProvider>();
+  const config = { access: "device" as const, ...(o.rateLimit > 0 ? { rateLimit: { max: o.rateLimit, timeWindow: 60_000 } } : {}) };
+
+  const serve = async (req: FastifyRequest<{ Params: Omit<FileParams, "boot"> & { boot?: string } }>, reply: FastifyReply) => {
+    const { file, ...p } = req.params;
+    const d: DeviceRequest = { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
     const device = { machine: d.machine, booted: d.booted, boot: d.boot, channel: d.channel, file };
     if (file === "SHA256SUMS" || file === "SHA256SUMS.gpg" || file === "SHA256SUMS.asc") {
       const snap = await fleet.view(d);
@@ -55,13 +57,18 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
       if (file === "SHA256SUMS.gpg") return reply.type("application/pgp-signature").send(snap.signature);
       return reply.type("application/pgp-signature").send(snap.armored);
     }
-    // A HEAD, or a Range that does not start at the beginning, is not a download of its own.
-    const range = req.headers.range;
-    const record = req.method === "GET" && (!range || /^bytes=0-/.test(range));
-    const artifact = await fleet.download({ ...d, file }, record);
-    if (!artifact) return reply.code(404).send();
-    req.logContext = { device, size: artifact.size, recorded: record };
-    if (artifact.kind === "url") return reply.redirect(artifact.url, 302);
+    const offered = await fleet.offeredFile({ ...d, file });
+    if (!offered) return reply.code(404).send({ error: "not found" });
+    const record = (complete: boolean) =>
+      fleet.recordDownload({ ...d, file }, offered, complete).catch((e: Error) => req.log.error({ err: e.message, device }, "recording a download"));
+    req.logContext = { device, size: offered.size };
+    const { artifact } = offered;
+    if (artifact.kind === "url") {
+      // The bytes go from the bucket or CDN: the redirect is all this server knows of the download.
+      if (req.method === "GET") await record(false);
+      return reply.redirect(artifact.url, 302);
+    }
+    if (req.method === "GET") reply.raw.once("finish", () => sentWhole(reply, artifact.size) && void record(true));
     return (
       reply
         .type("application/octet-stream")
@@ -76,19 +83,14 @@ export function registerDeviceRoutes(app: FastifyInstance, fleet: Fleet, auth: A
         } as Parameters<FastifyReply["sendFile"]>[2])
     );
   };
-  app.get("/v1/:channel/:image/:arch/:machine/:booted/:file", serve);
-  app.get("/v1/:channel/:image/:arch/:machine/:booted/:boot/:file", serve);
+  app.get("/v1/:channel/:image/:arch/:machine/:booted/:file", { config, schema: { params: fileParams } }, serve);
+  app.get("/v1/:channel/:image/:arch/:machine/:booted/:boot/:file", { config, schema: { params: fileParamsWithBoot } }, serve);
 
   app.post(
     "/v1/:channel/:image/:arch/:machine/report",
-    { bodyLimit: 64 * 1024 },
-    async (req: FastifyRequest<{ Params: DeviceIdentity }>, reply: FastifyReply) => {
-      const d = deviceIdentity(req.params);
-      if (!d) return reply.code(404).send();
-      if (!auth.device(req.headers.authorization, d.image, d.machine)) {
-        req.logContext = { device: { machine: d.machine, image: d.image }, refused: "bad device token" };
-        return reply.code(401).header("www-authenticate", "Bearer").send({ error: "a valid device token is required" });
-      }
+    { bodyLimit: 64 * 1024, config: { ...config, access: "device-report" }, schema: { params: reportParams, body: deviceReportSchema } },
+    async (req, reply) => {
+      const d = req.params;
       const r = await fleet.report(d, req.body);
       req.logContext = { device: { machine: d.machine, channel: d.channel }, report: { event: r.event, version: r.version, healthy: r.healthy } };
       return reply.code(204).send();

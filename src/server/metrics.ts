@@ -4,8 +4,6 @@
 import type { FastifyInstance } from "fastify";
 import { Gauge, Registry } from "prom-client";
 import type { Fleet } from "../fleet/fleet.js";
-import { operatorOf } from "./api-routes.js";
-import type { Auth } from "./auth.js";
 
 /** The registry, and the function that fills it from the database (prom-client collects metrics concurrently, so one read comes first). */
 export function createMetrics(fleet: Fleet): { registry: Registry; read: () => Promise<void> } {
@@ -38,10 +36,14 @@ export function createMetrics(fleet: Fleet): { registry: Registry; read: () => P
   async function readFleet(): Promise<void> {
     for (const g of fleetGauges) g.reset();
     const dup = new Map<string, number>();
+    // Versions come from devices' own words: only published ones become label values, the rest
+    // count as "other", so anonymous polls cannot grow the metrics without bound.
+    const published = new Set((await fleet.db.releases()).map((r) => `${r.id}\0${r.version}`));
     for (const v of await fleet.db.versionCounts()) {
-      const labels = { image: v.image, version: v.version ?? "unknown" };
-      devices.set(labels, v.devices);
-      unhealthy.set(labels, v.unhealthy);
+      const version = v.version === null ? "unknown" : published.has(`${v.image}\0${v.version}`) ? v.version : "other";
+      const labels = { image: v.image, version };
+      devices.inc(labels, v.devices);
+      unhealthy.inc(labels, v.unhealthy);
       dup.set(v.image, (dup.get(v.image) ?? 0) + v.duplicate);
     }
     for (const [image, count] of dup) duplicates.set({ image }, count);
@@ -66,12 +68,11 @@ export function createMetrics(fleet: Fleet): { registry: Registry; read: () => P
   return { registry, read: readFleet };
 }
 
-export function registerMetrics(app: FastifyInstance, fleet: Fleet, auth: Auth, open: boolean): void {
+export function registerMetrics(app: FastifyInstance, fleet: Fleet, open: boolean): void {
   const { registry, read } = createMetrics(fleet);
   // Scrapes from several Prometheus servers at once share one read.
   let reading: Promise<void> | undefined;
-  app.get("/metrics", async (req, reply) => {
-    if (!open && !operatorOf(auth, req)) return reply.code(401).header("www-authenticate", "Bearer").send({ error: "a valid operator token is required" });
+  app.get("/metrics", { config: { access: open ? "public" : "operator" } }, async (_req, reply) => {
     reading ??= read().finally(() => {
       reading = undefined;
     });

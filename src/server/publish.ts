@@ -3,10 +3,10 @@
 import { createReadStream, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import type { ReleaseManifest } from "../contract/release-manifest.js";
 import { loadAppliance } from "../definition/load.js";
 import { UserError } from "../errors.js";
 import type { RolloutOptions } from "../fleet/fleet.js";
-import type { ReleaseManifest } from "../release/release.js";
 import { releasesDir } from "../release/release.js";
 import type { Reporter } from "../report/reporter.js";
 import { ApiClient } from "./client.js";
@@ -30,16 +30,21 @@ export async function publishRelease(dirArg: string, options: PublishOptions): P
   const release = `/releases/${encodeURIComponent(manifest.id)}/${encodeURIComponent(manifest.version)}`;
   const { reporter } = options;
   reporter.step(`uploading ${manifest.id} ${manifest.version} to ${client.base}`);
-  await client.request("POST", release, manifest);
-  for (const f of manifest.files) {
-    reporter.step(`${f.name} (${(f.size / 1e6).toFixed(1)} MB)`);
-    await client.request("PUT", `${release}/${encodeURIComponent(f.name)}`, undefined, {
-      headers: { "content-type": "application/octet-stream", "content-length": String(f.size) },
-      body: Readable.toWeb(createReadStream(join(dir, f.name))) as ReadableStream,
-      duplex: "half",
-    });
+  // Publishing again after a failure is safe: the server says when this very release is published
+  // already (an earlier commit went through), and the rest restarts the upload.
+  const begun = await client.request<{ committed?: boolean }>("POST", release, manifest);
+  if (begun?.committed) reporter.step(`${manifest.id} ${manifest.version} is published already`);
+  else {
+    for (const f of manifest.files) {
+      reporter.step(`${f.name} (${(f.size / 1e6).toFixed(1)} MB)`);
+      await client.request("PUT", `${release}/${encodeURIComponent(f.name)}`, undefined, {
+        headers: { "content-type": "application/octet-stream", "content-length": String(f.size) },
+        body: Readable.toWeb(createReadStream(join(dir, f.name))) as ReadableStream,
+        duplex: "half",
+      });
+    }
+    await client.request("POST", `${release}/commit`);
   }
-  await client.request("POST", `${release}/commit`);
   reporter.step(`offering ${manifest.version} on ${options.channel}`);
   return client.request<ChannelView>("POST", `/channels/${encodeURIComponent(options.channel)}/promote`, {
     id: manifest.id,

@@ -7,12 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { FastifyInstance } from "fastify";
+import { parseArtifactName } from "../../src/contract/artifacts.js";
+import type { ReleaseManifest } from "../../src/contract/release-manifest.js";
 import type { ArtifactOptions } from "../../src/fleet/artifacts/open.js";
 import type { Fleet, RolloutOptions } from "../../src/fleet/fleet.js";
 import { ensureUpdateKey, signDetached, type UpdateKeyPaths } from "../../src/keys/update-key.js";
-import type { ReleaseManifest } from "../../src/release/release.js";
-import { type AuthOptions, deviceToken } from "../../src/server/auth.js";
-import { createServer, openFleet } from "../../src/server/server.js";
+import { type Credentials, deviceToken } from "../../src/server/auth.js";
+import { createServer, openFleet, type ServerOptions } from "../../src/server/server.js";
 
 export const OPERATOR_TOKEN = "test-operator-token-0123456789";
 
@@ -20,6 +21,8 @@ export interface TestServer {
   app: FastifyInstance;
   fleet: Fleet;
   url: string;
+  /** The data directory: release files (unless in a bucket) and the SQLite database. */
+  data: string;
   secret: Buffer;
   key: UpdateKeyPaths;
   /** Uploads and commits a stand-in release of `image` `version` (a UKI and a root partition). */
@@ -37,10 +40,15 @@ export async function startTestServer(
     database?: string;
     /** Release files elsewhere than the data directory (a bucket), or downloads from a CDN. */
     artifacts?: Partial<ArtifactOptions>;
-    auth?: Partial<AuthOptions>;
+    /** Who may sign in or report besides the operator token (OPERATOR_TOKEN). */
+    auth?: Partial<Credentials>;
+    /** Credentials that change while the server runs (instead of `auth`). */
+    credentials?: () => Credentials;
+    /** More createServer options (timeouts, TLS, proxies, rate limits). */
+    server?: Partial<Omit<ServerOptions, "fleet" | "auth">>;
     now?: () => number;
     listen?: boolean;
-    logger?: boolean;
+    logger?: boolean | object;
   } = {},
 ): Promise<TestServer> {
   sharedKey ??= ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-testkey-")), "test");
@@ -54,7 +62,14 @@ export async function startTestServer(
     ...(options.now ? { now: options.now } : {}),
   });
   const secret = randomBytes(32);
-  const app = createServer({ fleet, auth: { secret, token: OPERATOR_TOKEN, ...options.auth }, logger: options.logger ?? false });
+  const app = createServer({
+    fleet,
+    auth: { secret, credentials: options.credentials ?? { token: OPERATOR_TOKEN, operators: [], ...options.auth } },
+    logger: options.logger ?? false,
+    // Simulated fleets come from one address: no per-address limit unless a test sets one.
+    deviceRateLimit: 0,
+    ...options.server,
+  });
   const url = options.listen === false ? "" : await app.listen({ host: "127.0.0.1", port: 0 });
   const released = new Set<string>();
   const release = async (image: string, version: string) => {
@@ -69,6 +84,7 @@ export async function startTestServer(
     app,
     fleet,
     url,
+    data,
     secret,
     key,
     release,
@@ -96,7 +112,7 @@ export function manifestFor(image: string, version: string, files: Record<string
     createdAt: new Date().toISOString(),
     files: Object.entries(files).map(([name, b]) => ({
       name,
-      kind: name.endsWith(".efi") ? "uki" : "root",
+      kind: parseArtifactName(name)?.kind ?? "root",
       size: b.length,
       sha256: createHash("sha256").update(b).digest("hex"),
       installedSize: b.length,

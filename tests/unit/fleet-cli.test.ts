@@ -60,7 +60,7 @@ describe("basalt fleet", () => {
   it("says what is wrong in one line, without a stack trace", async () => {
     const bad = await basalt(["fleet", "rollout", "demo", "stable", "9.9", "--percent", "10"]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/^error: POST .*\/api\/v1\/rollouts\/demo\/stable\/9\.9: 400 demo 9\.9 is not offered on stable\n$/);
+    expect(bad.stderr).toMatch(/^error: POST .*\/api\/v1\/rollouts\/demo\/stable\/9\.9: 404 demo 9\.9 is not offered on stable\n$/);
     const refused = await basalt(["fleet", "status"], "not-the-operator-token");
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/401/);

@@ -63,3 +63,30 @@ describe("basalt serve --artifacts s3://…", () => {
     expect(r.stderr).toMatch(/^error: --s3-endpoint, --s3-public-endpoint and --s3-region need --artifacts s3:\/\/BUCKET\/PREFIX\n$/);
   });
 });
+
+describe("basalt serve refuses what would leak or collide", () => {
+  it("stops with one line, not an internal error, when its port is taken", async () => {
+    const { createServer } = await import("node:net");
+    const taken = createServer().listen(0, "127.0.0.1");
+    await new Promise((r) => taken.once("listening", r));
+    try {
+      const port = String((taken.address() as { port: number }).port);
+      const args = serveArgs().map((a, i, all) => (all[i - 1] === "--port" ? port : a));
+      const r = await fails(args);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^error: 127\\.0\\.0\\.1:${port}: the address is in use`));
+      expect(r.stderr).not.toMatch(/internal error/);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("will not start with a token file others can read", async () => {
+    const { writeFileSync } = await import("node:fs");
+    const file = join(mkdtempSync(join(tmpdir(), "basalt-servetoken-")), "token");
+    writeFileSync(file, "an-operator-token-that-is-long\n", { mode: 0o644 });
+    const r = await fails(serveArgs("--token-file", file));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: .*token: the token file is readable by others \(mode 0644\)\n {2}run 'chmod 600 /);
+  });
+});

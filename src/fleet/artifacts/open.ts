@@ -13,8 +13,10 @@ export interface ArtifactOptions {
   downloadUrl?: string;
 }
 
+/** Opens the store and removes what killed processes left in it (see ArtifactStore.recover). */
 export async function openArtifactStore(o: ArtifactOptions): Promise<ArtifactStore> {
   const store = o.artifacts.startsWith("s3://") ? await S3ArtifactStore.open({ ...o.s3, url: o.artifacts }) : new LocalArtifactStore(o.artifacts);
+  await store.recover();
   if (!o.downloadUrl) return store;
   let base: URL;
   try {

@@ -5,9 +5,13 @@
 // bytes never pass through the server, and the signature needs no round trip to the bucket.
 // Credentials come from the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)
 // environment, never from the command line.
+// A put is atomic in S3 (an object appears whole or not at all), so the only leftovers of a killed
+// server are unfinished multipart uploads (files above the client's 64 MiB part size): recover()
+// aborts those under incoming/ that were started more than an hour ago. A bucket lifecycle rule
+// (AbortIncompleteMultipartUpload) does the same where recover() cannot list them.
 import { Client, type ClientOptions, CopyDestinationOptions, CopySourceOptions } from "minio";
 import { UserError } from "../../errors.js";
-import { type Artifact, type ArtifactStore, type FileEntry, releaseKey, releasePrefix, verifying } from "./store.js";
+import { type Artifact, type ArtifactStore, type FileEntry, releaseKey, releasePrefix, STALE_AFTER_MS, verifying } from "./store.js";
 
 export interface S3Options {
   /** s3://bucket/optional/prefix */
@@ -125,6 +129,8 @@ export class S3ArtifactStore implements ArtifactStore {
       await this.call("upload", key, () => this.client.putObject(this.bucket, key, body.pipe(check), expected.size));
       check.check();
     } catch (e) {
+      // A multipart upload that failed part-way stays in the bucket (and the client would resume it later).
+      await this.abortUploads(key, 0, (k) => k === key).catch(() => undefined);
       await this.client.removeObject(this.bucket, key).catch(() => undefined);
       throw e;
     }
@@ -132,6 +138,10 @@ export class S3ArtifactStore implements ArtifactStore {
 
   async stagedSize(id: string, version: string, name: string): Promise<number | undefined> {
     return this.size(this.prefix + releaseKey(id, version, name, "incoming"));
+  }
+
+  async committedSize(id: string, version: string, name: string): Promise<number | undefined> {
+    return this.size(this.prefix + releaseKey(id, version, name));
   }
 
   async commit(id: string, version: string): Promise<void> {
@@ -143,17 +153,75 @@ export class S3ArtifactStore implements ArtifactStore {
       if ((await this.list(final)).length) return;
       throw new UserError(`${id} ${version}: nothing uploaded`);
     }
-    for (const { key, size } of staged) {
-      const target = final + key.slice(incoming.length);
+    // Copies first, then removals: a commit stopped part-way leaves every file in one place or the
+    // other (or both), and repeating it finishes it.
+    await this.move(staged, incoming, final);
+  }
+
+  async uncommit(id: string, version: string): Promise<void> {
+    const final = this.folder(id, version, "releases");
+    await this.move(await this.list(final), final, this.folder(id, version, "incoming"));
+  }
+
+  private async move(objects: { key: string; size: number }[], from: string, to: string): Promise<void> {
+    for (const { key, size } of objects) {
+      const target = to + key.slice(from.length);
       const source = new CopySourceOptions({ Bucket: this.bucket, Object: key });
       const dest = new CopyDestinationOptions({ Bucket: this.bucket, Object: target });
       await this.call("copy", target, () => (size <= SINGLE_COPY_MAX ? this.client.copyObject(source, dest) : this.client.composeObject(dest, [source])));
     }
-    await this.remove(staged);
+    await this.remove(objects);
   }
 
   async discard(id: string, version: string): Promise<void> {
-    await this.remove(await this.list(this.folder(id, version, "incoming")));
+    // The upload first, so that a commit running at the same moment cannot copy it after releases/ is cleared.
+    const incoming = this.folder(id, version, "incoming");
+    await this.remove(await this.list(incoming));
+    await this.abortUploads(incoming, 0);
+    await this.remove(await this.list(this.folder(id, version, "releases")));
+  }
+
+  async recover(): Promise<string[]> {
+    return this.abortUploads(`${this.prefix}incoming/`, STALE_AFTER_MS);
+  }
+
+  /**
+   * Aborts the unfinished multipart uploads below `prefix` started more than `olderThanMs` ago (and
+   * whose key `match` accepts); returns their keys. Stops, without failing, where the server cannot
+   * list them (s3rver) or the credentials may not (ListBucketMultipartUploads, AbortMultipartUpload):
+   * a bucket lifecycle rule is the way to clean up there.
+   */
+  private async abortUploads(prefix: string, olderThanMs: number, match: (key: string) => boolean = () => true): Promise<string[]> {
+    const aborted: string[] = [];
+    const unsupported = (e: { code?: string }) => e.code === "NotImplemented" || e.code === "AccessDenied";
+    let keyMarker = "";
+    let uploadIdMarker = "";
+    for (;;) {
+      const page = await this.call("list uploads", prefix, () =>
+        this.client.listIncompleteUploadsQuery(this.bucket, prefix, keyMarker, uploadIdMarker, "").catch((e: { code?: string }) => {
+          if (unsupported(e)) return undefined;
+          throw e;
+        }),
+      );
+      if (!page) return aborted;
+      for (const u of page.uploads) {
+        if (!match(u.key) || Date.now() - u.initiated.getTime() < olderThanMs) continue;
+        const done = await this.call("abort upload", u.key, () =>
+          this.client.abortMultipartUpload(this.bucket, u.key, u.uploadId).then(
+            () => true,
+            (e: { code?: string }) => {
+              if (unsupported(e)) return false;
+              throw e;
+            },
+          ),
+        );
+        if (!done) return aborted;
+        aborted.push(u.key);
+      }
+      if (!page.isTruncated) return aborted;
+      keyMarker = page.nextKeyMarker;
+      uploadIdMarker = page.nextUploadIdMarker;
+    }
   }
 
   /** One request per object: a release has a handful, and not every S3-compatible server gets a multi-object delete right. */

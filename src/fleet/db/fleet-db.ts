@@ -1,9 +1,10 @@
 // The fleet database: releases, channels with their rollouts, pre-signed index snapshots, pins,
 // devices and what happened to them, and the audit log. One implementation over the SQL driver
 // serves SQLite and PostgreSQL alike; the shared test suite runs against both.
-import type { ReleaseManifest } from "../../release/release.js";
+import { randomBytes } from "node:crypto";
+import type { ReleaseManifest } from "../../contract/release-manifest.js";
+import type { DeviceReport } from "../../contract/report.js";
 import type { Change, Device, DeviceEvent, HeldView } from "../inventory.js";
-import type { DeviceReport } from "../report.js";
 import { migrate } from "./migrations.js";
 import { openSql, type Param, type Sql } from "./sql.js";
 
@@ -82,14 +83,30 @@ export interface DeviceFilter {
   offset?: number;
 }
 
+/**
+ * A release's health as the automatic pause sees it: only evidence counts (DeviceEvent.evidence),
+ * and every failure is a failure of a device that took the release, so failures <= adopters.
+ */
 export interface ReleaseStats {
-  /** Devices that fetched the release's UKI or reported running it. */
+  /** Devices that proved they fetched the release's UKI, or reported having it. */
   adopters: number;
+  /** Devices whose last poll or report says they run it (not evidence). */
   running: number;
   rolledBack: number;
   unhealthy: number;
-  /** Devices that rolled back from it or were unhealthy on it. */
+  /** Adopters that rolled back from it or were unhealthy on it. */
   failures: number;
+}
+
+/** A dashboard session, stored by the hash of its id. */
+export interface SessionRecord {
+  idHash: string;
+  operator: string;
+  /** A fingerprint of the credential it was opened with: when that changes or goes, so does the session. */
+  credential: string;
+  createdAt: number;
+  expiresAt: number;
+  peer: string;
 }
 
 export interface AuditEntry {
@@ -99,6 +116,29 @@ export interface AuditEntry {
   action: string;
   detail: Record<string, unknown>;
 }
+
+/**
+ * A release being uploaded. Its token names the attempt whose files the artifact store holds: a
+ * commit records the release only while the token it read is current. Null while a begin or an
+ * undone commit changes the files in the store: nothing can commit the upload then.
+ */
+export interface Upload {
+  manifest: ReleaseManifest;
+  token: string | null;
+}
+
+/** Another release, or another release's upload, has the file name already. */
+export interface NameTaken {
+  status: "taken";
+  name: string;
+  version: string;
+  committed: boolean;
+}
+
+export type BeginUploadResult = { status: "begun" } | { status: "published"; manifest: ReleaseManifest } | NameTaken;
+
+/** `restarted`: the upload is not the attempt the caller committed in the store any more (or is gone). */
+export type CommitReleaseResult = { status: "committed" } | { status: "published"; manifest: ReleaseManifest } | { status: "restarted" } | NameTaken;
 
 type DbRow = Record<string, unknown>;
 const n = (v: unknown) => (v === null || v === undefined ? null : Number(v));
@@ -123,6 +163,7 @@ function toDevice(r: DbRow): Device {
     viewUntil: n(r.view_until),
     downloadedVersion: s(r.downloaded_version),
     downloadedAt: n(r.downloaded_at),
+    downloadedEvidence: Boolean(Number(r.downloaded_evidence)),
     rolledBack: json<string[]>(r.rolled_back, []),
     duplicate: Boolean(Number(r.duplicate)),
     healthy: r.healthy === null || r.healthy === undefined ? null : Boolean(Number(r.healthy)),
@@ -179,6 +220,7 @@ const DEVICE_COLUMNS = [
   "view_until",
   "downloaded_version",
   "downloaded_at",
+  "downloaded_evidence",
   "rolled_back",
   "duplicate",
   "healthy",
@@ -204,6 +246,7 @@ function deviceParams(d: Device): Param[] {
     d.viewUntil,
     d.downloadedVersion,
     d.downloadedAt,
+    d.downloadedEvidence,
     JSON.stringify(d.rolledBack),
     d.duplicate,
     d.healthy,
@@ -269,23 +312,56 @@ export class FleetDb {
 
   // Releases --------------------------------------------------------------------------------
 
-  async beginUpload(m: ReleaseManifest, at: number): Promise<void> {
-    await this.sql.run(
-      "INSERT INTO uploads (image, version, manifest, started_at) VALUES (?, ?, ?, ?) ON CONFLICT (image, version) DO UPDATE SET manifest = excluded.manifest, started_at = excluded.started_at",
-      [m.id, m.version, JSON.stringify(m), at],
-    );
-  }
-
-  async upload(image: string, version: string): Promise<ReleaseManifest | undefined> {
-    const r = await this.sql.get<{ manifest: string }>("SELECT manifest FROM uploads WHERE image = ? AND version = ?", [image, version]);
-    return r ? (JSON.parse(r.manifest) as ReleaseManifest) : undefined;
-  }
-
-  /** Records a committed release and ends its upload; false when the version existed already. */
-  async commitRelease(m: ReleaseManifest, at: number): Promise<boolean> {
+  /**
+   * Starts (or restarts) the upload of a release, unless the version is published or another
+   * release or upload has one of its file names. Its token is cleared: the caller empties the
+   * store of earlier attempts, then calls `resumeUpload`.
+   */
+  async beginUpload(m: ReleaseManifest, at: number): Promise<BeginUploadResult> {
     return this.sql.transaction(async (tx) => {
-      const exists = await tx.get("SELECT 1 AS x FROM releases WHERE image = ? AND version = ?", [m.id, m.version]);
-      if (exists) return false;
+      await this.lockReleases(tx);
+      const published = await this.publishedIn(tx, m.id, m.version);
+      if (published) return { status: "published", manifest: published };
+      const taken = await this.takenIn(tx, m);
+      if (taken) return taken;
+      for (const u of await tx.all<{ version: string; manifest: string }>("SELECT version, manifest FROM uploads WHERE image = ? AND version <> ?", [
+        m.id,
+        m.version,
+      ])) {
+        const names = new Set((JSON.parse(u.manifest) as ReleaseManifest).files.map((f) => f.name));
+        const f = m.files.find((x) => names.has(x.name));
+        if (f) return { status: "taken", name: f.name, version: String(u.version), committed: false };
+      }
+      await tx.run(
+        "INSERT INTO uploads (image, version, manifest, started_at, token) VALUES (?, ?, ?, ?, NULL) ON CONFLICT (image, version) DO UPDATE SET manifest = excluded.manifest, started_at = excluded.started_at, token = NULL",
+        [m.id, m.version, JSON.stringify(m), at],
+      );
+      return { status: "begun" };
+    });
+  }
+
+  async upload(image: string, version: string): Promise<Upload | undefined> {
+    const r = await this.sql.get<{ manifest: string; token: string | null }>("SELECT manifest, token FROM uploads WHERE image = ? AND version = ?", [
+      image,
+      version,
+    ]);
+    return r ? { manifest: JSON.parse(r.manifest) as ReleaseManifest, token: r.token } : undefined;
+  }
+
+  /**
+   * Records a release whose files the store committed, in one transaction: its rows, the end of its
+   * upload and the audit entry; only while its upload is still at `token` and no other release has
+   * one of its file names.
+   */
+  async commitRelease(m: ReleaseManifest, token: string, at: number, actor: string): Promise<CommitReleaseResult> {
+    return this.sql.transaction(async (tx) => {
+      await this.lockReleases(tx);
+      const published = await this.publishedIn(tx, m.id, m.version);
+      if (published) return { status: "published", manifest: published };
+      const upload = await tx.get<{ token: string | null }>("SELECT token FROM uploads WHERE image = ? AND version = ?", [m.id, m.version]);
+      if (upload?.token !== token) return { status: "restarted" };
+      const taken = await this.takenIn(tx, m);
+      if (taken) return taken;
       await tx.run("INSERT INTO releases (image, version, manifest, committed_at) VALUES (?, ?, ?, ?)", [m.id, m.version, JSON.stringify(m), at]);
       for (const f of m.files) {
         await tx.run("INSERT INTO release_files (image, name, version, kind, size, sha256) VALUES (?, ?, ?, ?, ?, ?)", [
@@ -298,7 +374,13 @@ export class FleetDb {
         ]);
       }
       await tx.run("DELETE FROM uploads WHERE image = ? AND version = ?", [m.id, m.version]);
-      return true;
+      await tx.run("INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)", [
+        at,
+        actor,
+        "commit",
+        JSON.stringify({ id: m.id, version: m.version, files: m.files.length }),
+      ]);
+      return { status: "committed" };
     });
   }
 
@@ -318,6 +400,52 @@ export class FleetDb {
   async releaseFile(image: string, name: string): Promise<{ version: string; kind: string; size: number; sha256: string } | undefined> {
     const r = await this.sql.get<DbRow>("SELECT version, kind, size, sha256 FROM release_files WHERE image = ? AND name = ?", [image, name]);
     return r ? { version: String(r.version), kind: String(r.kind), size: Number(r.size), sha256: String(r.sha256) } : undefined;
+  }
+
+  /** Every upload in progress. */
+  async uploads(): Promise<Upload[]> {
+    const rows = await this.sql.all<{ manifest: string; token: string | null }>("SELECT manifest, token FROM uploads ORDER BY started_at");
+    return rows.map((r) => ({ manifest: JSON.parse(r.manifest) as ReleaseManifest, token: r.token }));
+  }
+
+  /** Clears the token of an upload that is still at `token` (before its files move in the store); false when it is not. */
+  async suspendUpload(image: string, version: string, token: string): Promise<boolean> {
+    return this.sql.transaction(async (tx) => {
+      await this.lockReleases(tx);
+      return (await tx.run("UPDATE uploads SET token = NULL WHERE image = ? AND version = ? AND token = ?", [image, version, token])).changes === 1;
+    });
+  }
+
+  /** Gives an upload a new token once the store holds only its own files; undefined when the upload is gone. */
+  async resumeUpload(image: string, version: string): Promise<string | undefined> {
+    const token = randomBytes(16).toString("hex");
+    return this.sql.transaction(async (tx) => {
+      await this.lockReleases(tx);
+      return (await tx.run("UPDATE uploads SET token = ? WHERE image = ? AND version = ?", [token, image, version])).changes === 1 ? token : undefined;
+    });
+  }
+
+  /**
+   * Release transactions take turns on PostgreSQL, as they do on SQLite (BEGIN IMMEDIATE): a begin
+   * and a commit of the same version must not both read "not published" and then both act.
+   */
+  private async lockReleases(tx: Sql): Promise<void> {
+    if (tx.dialect === "postgres") await tx.run("SELECT pg_advisory_xact_lock(4242002)");
+  }
+
+  private async publishedIn(tx: Sql, image: string, version: string): Promise<ReleaseManifest | undefined> {
+    const r = await tx.get<{ manifest: string }>("SELECT manifest FROM releases WHERE image = ? AND version = ?", [image, version]);
+    return r ? (JSON.parse(r.manifest) as ReleaseManifest) : undefined;
+  }
+
+  /** The first file name of `m` that another version's release has. */
+  private async takenIn(tx: Sql, m: ReleaseManifest): Promise<NameTaken | undefined> {
+    const names = m.files.map((f) => f.name);
+    const r = await tx.get<{ name: string; version: string }>(
+      `SELECT name, version FROM release_files WHERE image = ? AND version <> ? AND name IN (${names.map(() => "?").join(", ")}) ORDER BY name LIMIT 1`,
+      [m.id, m.version, ...names],
+    );
+    return r ? { status: "taken", name: String(r.name), version: String(r.version), committed: true } : undefined;
   }
 
   // Snapshots -------------------------------------------------------------------------------
@@ -465,11 +593,13 @@ export class FleetDb {
 
   /** Just the index snapshot a device is held on, and for which boot: the cheap read of every index request. */
   async heldView(image: string, machine: string): Promise<HeldView | undefined> {
-    const r = await this.sql.get<DbRow>("SELECT view_snapshot, view_until, boot_id, booted_version FROM devices WHERE image = ? AND machine = ?", [
+    const r = await this.sql.get<DbRow>("SELECT view_snapshot, view_until, channel, boot_id, booted_version FROM devices WHERE image = ? AND machine = ?", [
       image,
       machine,
     ]);
-    return r ? { snapshot: s(r.view_snapshot), until: n(r.view_until), bootId: s(r.boot_id), bootedVersion: s(r.booted_version) } : undefined;
+    return r
+      ? { snapshot: s(r.view_snapshot), until: n(r.view_until), channel: String(r.channel), bootId: s(r.boot_id), bootedVersion: s(r.booted_version) }
+      : undefined;
   }
 
   async device(image: string, machine: string): Promise<Device | undefined> {
@@ -482,14 +612,24 @@ export class FleetDb {
    * requests of one device (index and signature, at once) see each other's effect.
    */
   async updateDevice<T extends Change>(image: string, machine: string, change: (prev: Device | undefined) => T): Promise<T> {
+    return this.changeDevice(image, machine, change) as Promise<T>;
+  }
+
+  /** Like updateDevice, for a device that has been seen before; nothing happens to one that has not. */
+  async updateDeviceIfKnown(image: string, machine: string, change: (prev: Device) => Change): Promise<Change | undefined> {
+    return this.changeDevice(image, machine, (prev) => (prev ? change(prev) : undefined));
+  }
+
+  private async changeDevice(image: string, machine: string, change: (prev: Device | undefined) => Change | undefined): Promise<Change | undefined> {
     return this.sql.transaction(async (tx) => {
       const row = await tx.get<DbRow>("SELECT * FROM devices WHERE image = ? AND machine = ? FOR UPDATE", [image, machine]);
       const out = change(row ? toDevice(row) : undefined);
+      if (!out) return undefined;
       await tx.run(UPSERT_DEVICE, deviceParams(out.device));
       if (out.events.length) {
         await tx.run(
-          `INSERT INTO device_events (image, machine, at, kind, version, detail) VALUES ${out.events.map(() => "(?, ?, ?, ?, ?, ?)").join(", ")}`,
-          out.events.flatMap((e) => [image, machine, e.at, e.kind, e.version, e.detail ? JSON.stringify(e.detail) : null]),
+          `INSERT INTO device_events (image, machine, at, kind, version, evidence, detail) VALUES ${out.events.map(() => "(?, ?, ?, ?, ?, ?, ?)").join(", ")}`,
+          out.events.flatMap((e) => [image, machine, e.at, e.kind, e.version, Boolean(e.evidence), e.detail ? JSON.stringify(e.detail) : null]),
         );
       }
       return out;
@@ -565,6 +705,7 @@ export class FleetDb {
       at: Number(r.at),
       kind: r.kind as DeviceEvent["kind"],
       version: s(r.version),
+      evidence: Boolean(Number(r.evidence)),
       ...(r.detail ? { detail: JSON.parse(String(r.detail)) as Record<string, unknown> } : {}),
     }));
   }
@@ -579,24 +720,26 @@ export class FleetDb {
   }
 
   async releaseStats(image: string, version: string): Promise<ReleaseStats> {
-    const count = async (kinds: string[]) =>
-      Number(
-        (
-          await this.sql.get<{ c: number }>(
-            `SELECT COUNT(DISTINCT machine) AS c FROM device_events WHERE image = ? AND version = ? AND kind IN (${kinds.map(() => "?").join(", ")})`,
-            [image, version, ...kinds],
-          )
-        )?.c ?? 0,
-      );
+    // One pass over the release's evidence: per device, whether it took the release and how it failed.
+    const rows = await this.sql.all<DbRow>(
+      `SELECT machine,
+         MAX(CASE WHEN kind IN ('downloaded', 'booted', 'report') THEN 1 ELSE 0 END) AS took,
+         MAX(CASE WHEN kind = 'rollback' THEN 1 ELSE 0 END) AS rolled_back,
+         MAX(CASE WHEN kind = 'unhealthy' THEN 1 ELSE 0 END) AS unhealthy
+       FROM device_events WHERE image = ? AND version = ? AND evidence = 1 AND kind IN ('downloaded', 'booted', 'report', 'rollback', 'unhealthy')
+       GROUP BY machine`,
+      [image, version],
+    );
+    const adopters = rows.filter((r) => Number(r.took) === 1);
     const running = Number(
       (await this.sql.get<{ c: number }>("SELECT COUNT(*) AS c FROM devices WHERE image = ? AND booted_version = ?", [image, version]))?.c ?? 0,
     );
     return {
-      adopters: await count(["downloaded", "booted"]),
+      adopters: adopters.length,
       running,
-      rolledBack: await count(["rollback"]),
-      unhealthy: await count(["unhealthy"]),
-      failures: await count(["rollback", "unhealthy"]),
+      rolledBack: adopters.filter((r) => Number(r.rolled_back) === 1).length,
+      unhealthy: adopters.filter((r) => Number(r.unhealthy) === 1).length,
+      failures: adopters.filter((r) => Number(r.rolled_back) === 1 || Number(r.unhealthy) === 1).length,
     };
   }
 
@@ -620,6 +763,46 @@ export class FleetDb {
       "SELECT image, version, kind, COUNT(*) AS c FROM device_events WHERE kind IN ('rollback', 'unhealthy', 'report', 'downloaded') GROUP BY image, version, kind",
     );
     return rows.map((r) => ({ image: String(r.image), version: s(r.version), kind: String(r.kind), count: Number(r.c) }));
+  }
+
+  // Sessions --------------------------------------------------------------------------------
+
+  async putSession(x: SessionRecord): Promise<void> {
+    await this.sql.run("INSERT INTO sessions (id_hash, operator, credential, created_at, expires_at, peer) VALUES (?, ?, ?, ?, ?, ?)", [
+      x.idHash,
+      x.operator,
+      x.credential,
+      x.createdAt,
+      x.expiresAt,
+      x.peer,
+    ]);
+  }
+
+  async session(idHash: string): Promise<SessionRecord | undefined> {
+    const r = await this.sql.get<DbRow>("SELECT * FROM sessions WHERE id_hash = ?", [idHash]);
+    return r
+      ? {
+          idHash: String(r.id_hash),
+          operator: String(r.operator),
+          credential: String(r.credential),
+          createdAt: Number(r.created_at),
+          expiresAt: Number(r.expires_at),
+          peer: String(r.peer),
+        }
+      : undefined;
+  }
+
+  async deleteSession(idHash: string): Promise<boolean> {
+    return (await this.sql.run("DELETE FROM sessions WHERE id_hash = ?", [idHash])).changes > 0;
+  }
+
+  /** Ends every session of `operator`: "sign out everywhere". */
+  async deleteSessions(operator: string): Promise<number> {
+    return (await this.sql.run("DELETE FROM sessions WHERE operator = ?", [operator])).changes;
+  }
+
+  async deleteExpiredSessions(now: number): Promise<number> {
+    return (await this.sql.run("DELETE FROM sessions WHERE expires_at <= ?", [now])).changes;
   }
 
   // Audit -----------------------------------------------------------------------------------

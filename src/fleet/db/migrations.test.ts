@@ -2,25 +2,15 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freshDatabase, type PostgresServer, startPostgres } from "../../../tests/support/postgres.js";
+import { describe, expect, it } from "vitest";
+import { databaseEngines } from "../../../tests/support/postgres.js";
 import { MIGRATIONS, migrate, SCHEMA_VERSION } from "./migrations.js";
 import { openSql } from "./sql.js";
 
-let pg: PostgresServer | undefined;
-let n = 0;
-beforeAll(async () => {
-  if (process.env.BASALT_SKIP_POSTGRES !== "1") pg = await startPostgres();
-}, 60_000);
-afterAll(async () => {
-  await pg?.stop();
-});
+const { engines, fresh } = databaseEngines("migrations");
 
-const backends = process.env.BASALT_SKIP_POSTGRES === "1" ? ["sqlite"] : ["sqlite", "postgres"];
-
-describe.each(backends)("migrations on %s", (backend) => {
-  const url = async () =>
-    backend === "postgres" && pg ? freshDatabase(pg, `migrations_${process.pid}_${++n}`) : join(mkdtempSync(join(tmpdir(), "basalt-mig-")), "fleet.db");
+describe.each(engines)("migrations on %s", (backend) => {
+  const url = async () => (await fresh(backend)) ?? join(mkdtempSync(join(tmpdir(), "basalt-mig-")), "fleet.db");
 
   it("applies every migration once and records it", async () => {
     const target = await url();

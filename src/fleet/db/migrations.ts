@@ -62,6 +62,27 @@ export const MIGRATIONS: Migration[] = [
       `CREATE TABLE audit (seq ${serial(d)}, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL)`,
     ],
   },
+  {
+    version: 2,
+    name: "dashboard sessions on the server; which device events are evidence for a rollout's health",
+    sql: () => [
+      // The id is stored hashed: a copy of the database does not sign anyone in.
+      `CREATE TABLE sessions (
+        id_hash TEXT NOT NULL PRIMARY KEY, operator TEXT NOT NULL, credential TEXT NOT NULL,
+        created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, peer TEXT NOT NULL)`,
+      "CREATE INDEX sessions_operator ON sessions (operator)",
+      "ALTER TABLE device_events ADD COLUMN evidence INTEGER NOT NULL DEFAULT 0",
+      "ALTER TABLE devices ADD COLUMN downloaded_evidence INTEGER NOT NULL DEFAULT 0",
+      "CREATE INDEX device_events_evidence ON device_events (image, version, evidence, kind, machine)",
+    ],
+  },
+  {
+    version: 3,
+    name: "which attempt at an upload a commit may record (uploads.token)",
+    // NULL while a begin or an undone commit changes the upload's files in the store; uploads begun
+    // before this migration keep a token ('') and can still be committed.
+    sql: () => ["ALTER TABLE uploads ADD COLUMN token TEXT DEFAULT ''"],
+  },
 ];
 
 /** Brings the schema up to date; replicas starting at once take turns (an advisory lock on PostgreSQL). */

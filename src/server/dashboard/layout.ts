@@ -161,7 +161,8 @@ export function renderLayout(ctx: PageContext, current: NavItem | null, title: s
   <a class="brand" href="/ui/">Basalt fleet</a>
   <nav>${NAV.map(([id, label, href]) => html`<a href="${href}"${raw(id === current ? ' aria-current="page"' : "")}>${label}</a>`)}</nav>
   <div class="who"><span>Signed in as <strong class="operator">${ctx.operator}</strong></span>
-    <form class="inline" method="post" action="/ui/logout">${csrfField(ctx)}<button type="submit">Sign out</button></form></div>
+    <form class="inline" method="post" action="/ui/logout">${csrfField(ctx)}<button type="submit">Sign out</button></form>
+    <form class="inline" method="post" action="/ui/logout-everywhere">${csrfField(ctx)}<button type="submit" title="End every session of ${ctx.operator}, on every browser">Sign out everywhere</button></form></div>
 </div></header>
 <main>
 ${renderFlash(ctx.flash)}
@@ -171,7 +172,7 @@ ${body}
 }
 
 /** The sign-in page: the only one shown without a session. */
-export function renderLoginPage(o: { nonce: string; next: string; error?: string; enabled: boolean; name?: string }): Html {
+export function renderLoginPage(o: { csrf: string; next: string; error?: string; enabled: boolean; name?: string }): Html {
   return renderDocument(
     "Sign in",
     html`<main><div class="card login">
@@ -180,7 +181,7 @@ export function renderLoginPage(o: { nonce: string; next: string; error?: string
   ${o.error && renderFlash({ kind: "error", text: o.error })}
   ${!o.enabled && html`<p class="note">No operator can sign in: start <code>basalt serve</code> with <code>--operators-file</code> or <code>--token-file</code>.</p>`}
   <form method="post" action="/ui/login">
-    <input type="hidden" name="nonce" value="${o.nonce}">
+    ${csrfField(o)}
     <input type="hidden" name="next" value="${o.next}">
     <label>Name <input type="text" name="name" autocomplete="username" required autofocus value="${o.name ?? ""}"></label>
     <label>Password <input type="password" name="password" autocomplete="current-password" required></label>

@@ -1,10 +1,11 @@
 // The dashboard's page bodies, rendered from data the routes read (no database access here, so
 // every page can be rendered and checked from plain values). Every form that changes something
 // posts back to the server with the session's CSRF token and returns here with a flash message.
+
+import type { ReleaseManifest } from "../../contract/release-manifest.js";
 import type { AuditEntry, DeviceFilter, Pin, ReleaseStats, Rollout, RolloutChange, StoredEvent } from "../../fleet/db/fleet-db.js";
 import type { Device } from "../../fleet/inventory.js";
 import { compareVersions } from "../../fleet/versions.js";
-import type { ReleaseManifest } from "../../release/release.js";
 import { type ChartInput, renderChartFragment } from "./chart.js";
 import { badge, deviceHref, healthBadge, recoveryNote, renderDetail, rolloutHref, rolloutState, shareBar } from "./components.js";
 import { formatBytes, formatDuration, formatUtc, percentOf, timeAgo } from "./format.js";

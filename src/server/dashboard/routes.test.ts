@@ -6,8 +6,8 @@ import type { LightMyRequestResponse } from "fastify";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { OPERATOR_TOKEN, startTestServer, type TestServer } from "../../../tests/support/fleet-server.js";
 import { SimulatedDevice } from "../../../tests/support/simulated-device.js";
-import { SESSION_COOKIE } from "../api-routes.js";
 import { hashPassword, type Operator } from "../auth.js";
+import { SESSION_COOKIE } from "../sessions.js";
 
 const PASSWORD = "alices-long-password";
 let operators: Operator[];
@@ -70,9 +70,9 @@ class Client {
 
   async signIn(name = "alice", password = PASSWORD, next?: string): Promise<LightMyRequestResponse> {
     const page = await this.get(`/ui/login${next ? `?next=${encodeURIComponent(next)}` : ""}`);
-    const nonce = /name="nonce" value="([^"]+)"/.exec(page.body)?.[1] ?? "";
     const hidden = /name="next" value="([^"]*)"/.exec(page.body)?.[1] ?? "";
-    return this.post("/ui/login", { name, password, nonce, next: hidden.replaceAll("&#39;", "'").replaceAll("&amp;", "&") }, { csrf: false });
+    // The sign-in form's CSRF token (bound to no session yet) came with the page.
+    return this.post("/ui/login", { name, password, next: hidden.replaceAll("&#39;", "'").replaceAll("&amp;", "&") });
   }
 }
 
@@ -114,14 +114,14 @@ describe("dashboard sign-in", () => {
       expect(new URL(String(r.headers.location), "http://x").searchParams.get("next")).toBe(url);
     }
     const post = await c.post("/ui/rollouts/demo/stable/2.0", { percent: "100" }, { csrf: false });
-    expect(post.statusCode).toBe(403);
+    expect(post.statusCode).toBe(401);
     expect((await rollout(s))?.percent).toBe(10);
     // A forged session cookie is no session.
     c.cookies[SESSION_COOKIE] = "eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OTk5OX0.forged";
     expect((await c.get("/ui/")).statusCode).toBe(303);
   });
 
-  it("refuses a wrong password or an unknown name, and a form without its nonce", async () => {
+  it("refuses a wrong password or an unknown name, and a form without its CSRF token", async () => {
     const s = await server();
     const c = new Client(s);
     for (const [name, password] of [
@@ -134,14 +134,14 @@ describe("dashboard sign-in", () => {
       expect(r.body).toContain("Wrong name or password");
       expect(cookieOf(r, SESSION_COOKIE)).toBeUndefined();
     }
-    const noNonce = await s.app.inject({
+    const noToken = await s.app.inject({
       method: "POST",
       url: "/ui/login",
       payload: form({ name: "alice", password: PASSWORD }),
       headers: { "content-type": "application/x-www-form-urlencoded" },
     });
-    expect(noNonce.statusCode).toBe(403);
-    expect(cookieOf(noNonce, SESSION_COOKIE)).toBeUndefined();
+    expect(noToken.statusCode).toBe(403);
+    expect(cookieOf(noToken, SESSION_COOKIE)).toBeUndefined();
     expect((await c.get("/ui/")).statusCode).toBe(303);
   });
 
@@ -252,9 +252,9 @@ describe("dashboard actions", () => {
     const c = await signedIn(s);
     const url = "/ui/rollouts/demo/stable/2.0";
     for (const [fields, message] of [
-      [{ percent: "150" }, "rollout percent must be between 0 and 100, not 150"],
+      [{ percent: "150" }, "rollout.percent: expected a percentage from 0 to 100"],
       [{ percent: "lots" }, "percent: not a number"],
-      [{ steps: "50,10", stepSeconds: "60" }, "rollout steps must be rising percentages"],
+      [{ steps: "50,10", stepSeconds: "60" }, "rollout.steps: expected rising percentages above 0"],
       [{}, "nothing to change"],
     ] as const) {
       const page = await c.follow(await c.post(url, fields));
@@ -319,7 +319,7 @@ describe("dashboard pages", () => {
     expect(device.body).not.toContain("<script>alert");
     const group = await c.follow(await c.post(`/ui/devices/demo/${d.machine}/group`, { group: '<img src=x onerror="alert(1)">' }));
     expect(group.body).toContain('class="flash error"');
-    expect(group.body).toContain("invalid group: &quot;&lt;img src=x onerror=\\&quot;alert(1)\\&quot;&gt;&quot;");
+    expect(group.body).toContain("group &quot;&lt;img src=x onerror=\\&quot;alert(1)\\&quot;&gt;&quot;: expected a group name");
     expect(group.body).not.toContain("<img src=x");
     expect((await s.fleet.db.device("demo", d.machine))?.group).toBeNull();
 

@@ -1,17 +1,24 @@
 // The dashboard's routes under /ui/: sign-in, the pages, the live chart fragment and the form
-// actions. Every page but sign-in needs a session; every POST also needs the session's CSRF token
-// (form field `csrf`), or it is refused with 403 before anything runs. Actions call the same Fleet
-// operations as the API, then redirect back (POST/redirect/GET) with a flash message: what was
-// done, or the UserError that refused it.
-import { createHmac, randomBytes } from "node:crypto";
+// actions. Every page but sign-in needs a session, and every POST also the session's CSRF token
+// (form field `csrf`): both are checked by access.ts before a handler runs. Actions call the same
+// Fleet operations as the API, then redirect back (POST/redirect/GET) with a flash message: what
+// was done, or the UserError that refused it.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { UserError } from "../../errors.js";
-import type { Fleet, RolloutOptions, RolloutPatch } from "../../fleet/fleet.js";
-import { deviceFilter, rolloutPatch, SESSION_COOKIE } from "../api-routes.js";
-import { type Auth, sameSecret } from "../auth.js";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
+import * as ids from "../../contract/ids.js";
+import { rolloutPatch } from "../../contract/rollout.js";
+import { AccessDenied, UserError } from "../../errors.js";
+import type { Fleet, RolloutPatch } from "../../fleet/fleet.js";
+import { parseInput } from "../../fleet/fleet.js";
+import { checkTransport, operatorOf } from "../access.js";
+import { deviceFilter, deviceQuery } from "../api-routes.js";
+import type { Auth } from "../auth.js";
+import { errorReply } from "../server.js";
+import type { Sessions } from "../sessions.js";
 import { chartInput } from "./chart.js";
 import { deviceHref, rolloutHref } from "./components.js";
-import { type Html, queryString } from "./html.js";
+import type { Html } from "./html.js";
 import { CONTENT_SECURITY_POLICY, type Flash, type PageContext, renderErrorPage, renderLoginPage } from "./layout.js";
 import {
   type ChannelSummary,
@@ -26,74 +33,96 @@ import {
   renderRolloutProgress,
 } from "./pages.js";
 
-declare module "fastify" {
-  interface FastifyContextConfig {
-    /** A dashboard route anyone may open (the sign-in form). */
-    dashboardPublic?: boolean;
-  }
-}
-
 const FLASH_COOKIE = "basalt_flash";
-const LOGIN_COOKIE = "basalt_login";
 
-type Fields = Record<string, string | string[] | undefined>;
-type Req<P = Record<string, string>> = FastifyRequest<{ Params: P; Body: Fields; Querystring: Fields }>;
-type RolloutParams = { id: string; channel: string; version: string };
-type DeviceParams = { id: string; machine: string };
+/** A form field: the first value of a repeated one, trimmed; an empty one is absent. */
+const field = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((v) => {
+    const x = Array.isArray(v) ? v[0] : v;
+    return typeof x === "string" && x.trim() === "" ? undefined : typeof x === "string" ? x.trim() : x;
+  }, schema.optional());
+const many = z.preprocess((v) => (v === undefined ? [] : Array.isArray(v) ? v : [v]), z.array(z.string().max(200)).max(10_000));
+/** Every form carries its CSRF token (checked before the handler, see access.ts). */
+const formOf = <T extends z.ZodRawShape>(shape: T) => z.looseObject({ csrf: field(z.string().max(200)), ...shape });
 
-/** One value of a form or query field (a repeated field counts by its first value). */
-function one(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
+const rollout = z.object({ id: ids.imageId, channel: ids.channel, version: ids.version });
+const device = z.object({ id: ids.imageId, machine: ids.machineId });
+const text = field(z.string().max(400));
+const rolloutForm = formOf({
+  percent: text,
+  paused: field(z.enum(["true", "false"]).transform((v) => v === "true")),
+  steps: text,
+  stepSeconds: text,
+  minDevices: text,
+  maxFailurePercent: text,
+  reason: field(z.string().max(200)),
+});
+
+/** A number as the operator typed it; what it may be is the rollout schema's to say. */
+function typedNumber(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UserError(`${name}: not a number: ${JSON.stringify(v)}`);
+  return n;
 }
 
-function many(v: string | string[] | undefined): string[] {
-  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+/**
+ * Rollout settings from a form, checked by the one rollout schema; a refusal comes back as a flash
+ * message on the page, like any other the Fleet gives.
+ */
+function rolloutFromForm(f: z.infer<typeof rolloutForm>): RolloutPatch {
+  const patch: Record<string, unknown> = {};
+  if (f.percent !== undefined) patch.percent = typedNumber("percent", f.percent);
+  if (f.paused !== undefined) patch.paused = f.paused;
+  if (f.steps !== undefined) patch.steps = f.steps.split(",").map((x) => typedNumber("steps", x.trim()));
+  if (f.stepSeconds !== undefined) patch.stepSeconds = typedNumber("stepSeconds", f.stepSeconds);
+  if (f.minDevices !== undefined) patch.minDevices = typedNumber("minDevices", f.minDevices);
+  // Operators think of the failure threshold in percent; the rollout keeps it as a fraction.
+  if (f.maxFailurePercent !== undefined) patch.maxFailureRate = typedNumber("maxFailurePercent", f.maxFailurePercent) / 100;
+  return parseInput(rolloutPatch, patch, "rollout");
 }
 
 /** A path to go back to after signing in: only pages of this dashboard. */
 function safeNext(next: string | undefined): string {
-  return next?.startsWith("/ui/") && !next.startsWith("/ui/login") ? next : "/ui/";
+  return next?.startsWith("/ui/") && !next.startsWith("/ui/login") && !next.startsWith("/ui//") ? next : "/ui/";
 }
 
-const b64u = (s: string) => Buffer.from(s).toString("base64url");
+export interface DashboardOptions {
+  auth: Auth;
+  sessions: Sessions;
+  allowPlainHttp: boolean;
+}
 
-export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth): void {
+export function registerDashboard(scope: FastifyInstance, fleet: Fleet, o: DashboardOptions): void {
+  const { auth, sessions } = o;
   // The flash message rides in a short-lived cookie, signed so no other site or subdomain can plant one.
-  const flashMac = (body: string) => createHmac("sha256", auth.secret).update(`basalt-flash\0${body}`).digest("base64url");
   const setFlash = (reply: FastifyReply, flash: Flash) => {
-    const body = b64u(JSON.stringify(flash));
-    reply.setCookie(FLASH_COOKIE, `${body}.${flashMac(body)}`, { path: "/ui", httpOnly: true, sameSite: "strict", maxAge: 60 });
+    reply.setCookie(FLASH_COOKIE, JSON.stringify(flash), { path: "/ui", httpOnly: true, sameSite: "strict", secure: "auto", signed: true, maxAge: 60 });
   };
   const takeFlash = (req: FastifyRequest, reply: FastifyReply): Flash | undefined => {
     const value = req.cookies[FLASH_COOKIE];
     if (!value) return undefined;
     reply.clearCookie(FLASH_COOKIE, { path: "/ui" });
-    const [body, mac] = value.split(".");
-    if (!body || !mac || !sameSecret(mac, flashMac(body))) return undefined;
+    const { valid, value: body } = req.unsignCookie(value);
+    if (!valid || !body) return undefined;
     try {
-      const f = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as Flash;
+      const f = JSON.parse(body) as Flash;
       return (f.kind === "ok" || f.kind === "error") && typeof f.text === "string" ? f : undefined;
     } catch {
       return undefined;
     }
   };
 
-  const session = (req: FastifyRequest) => {
-    const cookie = req.cookies[SESSION_COOKIE];
-    const operator = auth.session(cookie);
-    return operator && cookie ? { operator, cookie } : undefined;
-  };
+  /** What every page needs: who is signed in, the session's CSRF token, the flash message. */
   const context = (req: FastifyRequest, reply: FastifyReply, flash = true): PageContext | undefined => {
-    const s = session(req);
-    return s ? { operator: s.operator, csrf: auth.csrf(s.cookie), flash: flash ? takeFlash(req, reply) : undefined, now: Date.now() } : undefined;
+    const s = req.principal?.session;
+    if (!s) return undefined;
+    return { operator: s.operator, csrf: reply.generateCsrf({ userInfo: s.idHash }), flash: flash ? takeFlash(req, reply) : undefined, now: Date.now() };
   };
   const send = (reply: FastifyReply, page: Html, status = 200) => reply.code(status).type("text/html; charset=utf-8").send(page.value);
   const page = (req: FastifyRequest, reply: FastifyReply, render: (ctx: PageContext) => Html) => {
     const ctx = context(req, reply);
-    // The preHandler hook let only signed-in requests through; a session that just expired signs in again.
     return ctx ? send(reply, render(ctx)) : reply.redirect("/ui/login", 303);
   };
-  const who = (req: FastifyRequest) => req.operator ?? "?";
 
   /**
    * Runs a form action and redirects to `back` with what it did, or with the UserError that refused it
@@ -111,10 +140,12 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
     }
   };
 
-  app.get("/", (_req, reply) => reply.redirect("/ui/", 302));
+  scope.get("/", { config: { access: "public" } }, (_req, reply) => reply.redirect("/ui/", 302));
 
-  void app.register(
-    async (ui) => {
+  void scope.register(
+    async (plain) => {
+      const ui = plain.withTypeProvider<ZodTypeProvider>();
+      const config = { access: "dashboard" as const };
       ui.addHook("onRequest", async (_req, reply) => {
         reply
           .header("content-security-policy", CONTENT_SECURITY_POLICY)
@@ -124,89 +155,86 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
           .header("cache-control", "no-store");
       });
 
-      // After the body is parsed, so the CSRF token of a form can be checked before the handler runs.
-      ui.addHook("preHandler", async (req, reply) => {
-        if (req.routeOptions.config.dashboardPublic) return;
-        const s = session(req);
-        const reading = req.method === "GET" || req.method === "HEAD";
-        if (!s) {
-          if (reading) return reply.redirect(`/ui/login${queryString({ next: req.url === "/ui" ? undefined : req.url })}`, 303);
-          req.log.warn({ url: req.url }, "dashboard: change refused without a session");
-          return send(reply, renderErrorPage(undefined, "Not signed in", "Sign in to the dashboard first; nothing was changed."), 403);
-        }
-        if (!reading) {
-          const token = one((req.body as Fields | undefined)?.csrf);
-          if (!auth.checkCsrf(s.cookie, token)) {
-            req.log.warn({ url: req.url, operator: s.operator }, "dashboard: change refused, bad CSRF token");
-            return send(
-              reply,
-              renderErrorPage(
-                undefined,
-                "Refused",
-                "This form did not carry a valid CSRF token (or your session changed); nothing was changed. Go back, reload and try again.",
-              ),
-              403,
-            );
-          }
-        }
-        req.operator = s.operator;
-      });
-
       ui.setErrorHandler((error, req, reply) => {
         const ctx = context(req, reply, false);
-        if (error instanceof UserError) return send(reply, renderErrorPage(ctx, "Refused", error.message), 400);
-        const status = (error as { statusCode?: number }).statusCode;
-        if (status && status < 500) return send(reply, renderErrorPage(ctx, "Bad request", (error as Error).message), status);
-        req.log.error(error);
-        return send(reply, renderErrorPage(ctx, "Internal error", "Something went wrong on the server; the server log has the details."), 500);
+        const code = (error as { code?: string }).code;
+        if (code === "FST_CSRF_INVALID_TOKEN" || code === "FST_CSRF_MISSING_SECRET") {
+          req.log.warn({ peer: req.ip, route: req.routeOptions.url, operator: req.principal?.operator }, "dashboard: change refused, bad CSRF token");
+          const text = "This form did not carry a valid CSRF token (or your session changed); nothing was changed. Go back, reload and try again.";
+          return send(reply, renderErrorPage(ctx, "Refused", text), 403);
+        }
+        const { status, message } = errorReply(error, req);
+        if (error instanceof AccessDenied && status === 401) {
+          return send(reply, renderErrorPage(undefined, "Not signed in", "Sign in to the dashboard first; nothing was changed."), 401);
+        }
+        const title =
+          status === 500 ? "Internal error" : status === 404 ? "Not found" : status < 500 && !(error instanceof UserError) ? "Bad request" : "Refused";
+        const text = status === 500 ? "Something went wrong on the server; the server log has the details." : message;
+        return send(reply, renderErrorPage(ctx, title, text), status);
       });
       ui.setNotFoundHandler((req, reply) => send(reply, renderErrorPage(context(req, reply, false), "Not found", `Nothing at ${req.url}.`), 404));
 
       // Signing in ---------------------------------------------------------------------------
 
-      // The form carries a nonce that must match a cookie set with it, so another site cannot sign a
-      // browser in to an account of its choosing (login CSRF).
-      const loginForm = (reply: FastifyReply, o: { next: string; error?: string; name?: string }, status = 200) => {
-        const nonce = randomBytes(16).toString("base64url");
-        reply.setCookie(LOGIN_COOKIE, nonce, { path: "/ui/login", httpOnly: true, sameSite: "strict", maxAge: 3600 });
-        return send(reply, renderLoginPage({ ...o, nonce, enabled: auth.enabled }), status);
-      };
+      // The form carries a CSRF token bound to no one yet, so another site cannot sign a browser in
+      // to an account of its choosing (login CSRF).
+      const loginForm = (reply: FastifyReply, f: { next: string; error?: string; name?: string }, status = 200) =>
+        send(reply, renderLoginPage({ ...f, csrf: reply.generateCsrf({ userInfo: "sign-in" }), enabled: auth.enabled }), status);
 
-      ui.get("/login", { config: { dashboardPublic: true } }, async (req: Req, reply) => {
-        const next = safeNext(one(req.query.next));
-        if (session(req)) return reply.redirect(next, 303);
+      ui.get("/login", { config: { access: "public" }, schema: { querystring: z.looseObject({ next: field(z.string().max(2000)) }) } }, async (req, reply) => {
+        const next = safeNext(req.query.next);
+        if (await sessions.find(req)) return reply.redirect(next, 303);
         return loginForm(reply, { next });
       });
 
-      ui.post("/login", { config: { dashboardPublic: true } }, async (req: Req, reply) => {
-        const b = req.body ?? {};
-        const next = safeNext(one(b.next));
-        const name = one(b.name) ?? "";
-        const nonce = one(b.nonce);
-        const expected = req.cookies[LOGIN_COOKIE];
-        if (!nonce || !expected || !sameSecret(nonce, expected)) {
-          return loginForm(reply, { next, name, error: "The sign-in form had expired; please sign in again." }, 403);
-        }
-        const operator = await auth.signIn(name, one(b.password) ?? "", req.ip);
-        if (!operator) {
-          req.log.warn({ name }, "dashboard: sign-in refused");
-          return loginForm(reply, { next, name, error: "Wrong name or password." }, 401);
-        }
-        reply.clearCookie(LOGIN_COOKIE, { path: "/ui/login" });
-        reply.setCookie(SESSION_COOKIE, auth.createSession(operator), { path: "/", httpOnly: true, sameSite: "strict", secure: req.protocol === "https" });
-        await fleet.db.audit(fleet.now(), operator, "sign-in", { via: "dashboard" });
-        req.log.info({ operator }, "dashboard: signed in");
-        return reply.redirect(next, 303);
+      ui.post(
+        "/login",
+        {
+          config: { access: "public", rateLimit: { max: 30, timeWindow: 60_000 } },
+          schema: { body: formOf({ name: field(z.string().max(64)), password: field(z.string().max(1024)), next: field(z.string().max(2000)) }) },
+          preValidation: (req, reply, done) => plain.csrfProtection(req, reply, done),
+        },
+        async (req, reply) => {
+          checkTransport(req, o.allowPlainHttp);
+          const b = req.body;
+          const next = safeNext(b.next);
+          const name = b.name ?? "";
+          const r = await auth.signIn(name, b.password ?? "", req.ip);
+          if (!r.ok) {
+            req.log.warn({ peer: req.ip, name, reason: r.reason }, "dashboard: sign-in refused");
+            if (r.reason !== "wrong") reply.header("retry-after", String(r.retryAfterSeconds));
+            const error =
+              r.reason === "wrong"
+                ? "Wrong name or password."
+                : `Too many sign-ins ${r.reason === "busy" ? "at once" : "that failed from your address or for this name"}; try again in ${r.retryAfterSeconds} s.`;
+            return loginForm(reply, { next, name, error }, r.reason === "wrong" ? 401 : 429);
+          }
+          // A new session id at every sign-in: an id planted before cannot be used after.
+          const s = await sessions.open(req, reply, r.operator, r.credential);
+          await sessions.sweep();
+          await fleet.db.audit(fleet.now(), s.operator, "sign-in", { via: "dashboard", peer: req.ip });
+          req.log.info({ operator: s.operator, peer: req.ip }, "dashboard: signed in");
+          return reply.redirect(next, 303);
+        },
+      );
+
+      ui.post("/logout", { config, schema: { body: formOf({}) } }, async (req, reply) => {
+        await sessions.close(req, reply);
+        await fleet.db.audit(fleet.now(), operatorOf(req), "sign-out", { via: "dashboard" });
+        return reply.redirect("/ui/login", 303);
       });
 
-      ui.post("/logout", async (_req, reply) => {
-        reply.clearCookie(SESSION_COOKIE, { path: "/" });
+      ui.post("/logout-everywhere", { config, schema: { body: formOf({}) } }, async (req, reply) => {
+        const operator = operatorOf(req);
+        const ended = await sessions.closeAll(operator);
+        await sessions.close(req, reply);
+        await fleet.db.audit(fleet.now(), operator, "sign-out-everywhere", { operator, sessions: ended, via: "dashboard" });
         return reply.redirect("/ui/login", 303);
       });
 
       // Overview -----------------------------------------------------------------------------
 
-      ui.get("/", async (req, reply) => {
+      ui.get("/", { config }, async (req, reply) => {
         const [counts, channels] = await Promise.all([fleet.db.versionCounts(), fleet.db.channels()]);
         const images: ImageSummary[] = await Promise.all(
           [...new Set(counts.map((c) => c.image))].map(async (image) => ({
@@ -233,6 +261,7 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
 
       // Rollouts -----------------------------------------------------------------------------
 
+      type RolloutParams = z.infer<typeof rollout>;
       /** The rollout's progress and chart, or undefined when the release is not offered on that channel. */
       const rolloutData = async ({ id, channel, version }: RolloutParams) => {
         const rollout = (await fleet.db.channel(id, channel))?.rollouts.find((r) => r.version === version);
@@ -242,45 +271,36 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
       };
       const notOffered = ({ id, channel, version }: RolloutParams) => `${id} ${version} is not offered on ${channel}.`;
 
-      ui.get("/rollouts/:id/:channel/:version", async (req: Req<RolloutParams>, reply) => {
+      ui.get("/rollouts/:id/:channel/:version", { config, schema: { params: rollout } }, async (req, reply) => {
         const data = await rolloutData(req.params);
         if (!data) return send(reply, renderErrorPage(context(req, reply), "Not found", notOffered(req.params)), 404);
         const { progress, chart } = data;
         return page(req, reply, (ctx) => renderRolloutPage(ctx, { rollout: progress.rollout, stats: progress.stats, changes: progress.changes, chart }));
       });
 
-      ui.get("/rollouts/:id/:channel/:version/chart", async (req: Req<RolloutParams>, reply) => {
+      ui.get("/rollouts/:id/:channel/:version/chart", { config, schema: { params: rollout } }, async (req, reply) => {
         const data = await rolloutData(req.params);
         if (!data) return reply.code(404).type("text/plain; charset=utf-8").send(notOffered(req.params));
         return send(reply, renderRolloutProgress({ rollout: data.progress.rollout, stats: data.progress.stats, chart: data.chart }));
       });
 
-      ui.post("/rollouts/:id/:channel/:version", async (req: Req<RolloutParams>, reply) => {
+      ui.post("/rollouts/:id/:channel/:version", { config, schema: { params: rollout, body: rolloutForm } }, async (req, reply) => {
         const { id, channel, version } = req.params;
-        const b = req.body ?? {};
         return act(reply, rolloutHref({ image: id, channel, version }), async () => {
-          const fields: Record<string, unknown> = {};
-          for (const k of ["percent", "paused", "steps", "stepSeconds", "minDevices"]) {
-            const v = one(b[k]);
-            if (v !== undefined && v !== "") fields[k] = v;
-          }
-          // Operators think of the failure threshold in percent; the rollout keeps it as a fraction.
-          const rate = one(b.maxFailurePercent);
-          if (rate !== undefined && rate !== "") fields.maxFailureRate = Number(rate) / 100;
-          const patch = rolloutPatch(fields);
+          const patch = rolloutFromForm(req.body);
           if (!Object.keys(patch).length) throw new UserError("nothing to change: the form was empty");
-          const reason = patch.paused ? one(b.reason)?.trim().slice(0, 200) || null : null;
-          const r = await fleet.setRollout(id, channel, version, patch, who(req), reason);
+          const reason = patch.paused ? (req.body.reason ?? null) : null;
+          const r = await fleet.setRollout(id, channel, version, patch, operatorOf(req), reason);
           return { text: `${id} ${version} on ${channel}: ${describePatch(patch)}${r.paused && patch.paused === undefined ? " (still paused)" : ""}.` };
         });
       });
 
       // Devices ------------------------------------------------------------------------------
 
-      ui.get("/devices", async (req: Req, reply) => {
+      ui.get("/devices", { config, schema: { querystring: deviceQuery } }, async (req, reply) => {
         const query: Record<string, string | undefined> = {};
-        for (const [k, v] of Object.entries(req.query)) query[k] = one(v);
-        const filter = deviceFilter({ limit: String(PAGE_SIZE), ...query });
+        for (const [k, v] of Object.entries(req.query)) if (v !== undefined) query[k] = String(v === true ? "1" : v);
+        const filter = deviceFilter({ limit: PAGE_SIZE, ...req.query });
         const [result, counts, channels] = await Promise.all([fleet.db.devices(filter), fleet.db.versionCounts(), fleet.db.channels()]);
         return page(req, reply, (ctx) =>
           renderDevicesPage(ctx, {
@@ -294,11 +314,12 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
         );
       });
 
-      ui.post("/devices/group", async (req: Req, reply) => {
-        const b = req.body ?? {};
-        const query = one(b.query);
+      const groupForm = formOf({ query: field(z.string().max(2000)), device: many, group: field(z.string().max(64)) });
+      ui.post("/devices/group", { config, schema: { body: groupForm } }, async (req, reply) => {
+        const b = req.body;
+        const query = b.query;
         return act(reply, `/ui/devices${query?.startsWith("?") ? query : ""}`, async () => {
-          const selected = many(b.device);
+          const selected = b.device;
           if (!selected.length) throw new UserError("select the devices whose group to set first");
           const byImage = new Map<string, string[]>();
           for (const s of selected) {
@@ -306,9 +327,9 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
             if (!image || !machine) throw new UserError(`not a device: ${s}`);
             byImage.set(image, [...(byImage.get(image) ?? []), machine]);
           }
-          const group = one(b.group)?.trim() || null;
+          const group = b.group ?? null;
           let changed = 0;
-          for (const [image, machines] of byImage) changed += await fleet.setGroup(image, machines, group, who(req));
+          for (const [image, machines] of byImage) changed += await fleet.setGroup(image, machines, group, operatorOf(req));
           return {
             text: group
               ? `${changed} ${changed === 1 ? "device" : "devices"} now in group ${group}.`
@@ -317,7 +338,7 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
         });
       });
 
-      ui.get("/devices/:id/:machine", async (req: Req<DeviceParams>, reply) => {
+      ui.get("/devices/:id/:machine", { config, schema: { params: device } }, async (req, reply) => {
         const { id, machine } = req.params;
         const device = await fleet.db.device(id, machine);
         if (!device) return send(reply, renderErrorPage(context(req, reply), "Not found", `No device ${machine} of ${id} has checked in.`), 404);
@@ -326,36 +347,36 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
         return page(req, reply, (ctx) => renderDevicePage(ctx, { device, events, pins: applying, versions: releases.map((r) => r.version) }));
       });
 
-      ui.post("/devices/:id/:machine/pin", async (req: Req<DeviceParams>, reply) => {
+      ui.post("/devices/:id/:machine/pin", { config, schema: { params: device, body: formOf({ version: field(z.string().max(64)) }) } }, async (req, reply) => {
         const { id, machine } = req.params;
         return act(reply, deviceHref({ image: id, machine }), async () => {
-          const version = one(req.body?.version);
+          const version = req.body.version;
           if (!version) throw new UserError("choose the version to pin the device to");
-          await fleet.pin(id, "device", machine, version, who(req));
+          await fleet.pin(id, "device", machine, parseInput(ids.version, version, "version"), operatorOf(req));
           return { text: `Device pinned to ${id} ${version}.` };
         });
       });
 
-      ui.post("/devices/:id/:machine/unpin", async (req: Req<DeviceParams>, reply) => {
+      ui.post("/devices/:id/:machine/unpin", { config, schema: { params: device, body: formOf({}) } }, async (req, reply) => {
         const { id, machine } = req.params;
         return act(reply, deviceHref({ image: id, machine }), async () => {
-          if (!(await fleet.unpin(id, "device", machine, who(req)))) throw new UserError("this device was not pinned");
+          if (!(await fleet.unpin(id, "device", machine, operatorOf(req)))) throw new UserError("this device was not pinned");
           return { text: "Device unpinned: it follows its channel again." };
         });
       });
 
-      ui.post("/devices/:id/:machine/group", async (req: Req<DeviceParams>, reply) => {
+      ui.post("/devices/:id/:machine/group", { config, schema: { params: device, body: formOf({ group: field(z.string().max(64)) }) } }, async (req, reply) => {
         const { id, machine } = req.params;
         return act(reply, deviceHref({ image: id, machine }), async () => {
-          const group = one(req.body?.group)?.trim() || null;
-          if (!(await fleet.setGroup(id, [machine], group, who(req)))) throw new UserError(`no device ${machine} of ${id} has checked in`);
+          const group = req.body.group ?? null;
+          if (!(await fleet.setGroup(id, [machine], group, operatorOf(req)))) throw new UserError(`no device ${machine} of ${id} has checked in`);
           return { text: group ? `Device now in group ${group}.` : "Device removed from its group." };
         });
       });
 
       // Releases and pins --------------------------------------------------------------------
 
-      ui.get("/releases", async (req, reply) => {
+      ui.get("/releases", { config }, async (req, reply) => {
         const [releases, channels, pins] = await Promise.all([fleet.db.releases(), fleet.db.channels(), fleet.db.pins()]);
         const offeredOn = new Map<string, string[]>();
         for (const c of channels)
@@ -363,51 +384,52 @@ export function registerDashboard(app: FastifyInstance, fleet: Fleet, auth: Auth
         return page(req, reply, (ctx) => renderReleasesPage(ctx, { releases, offeredOn, channels: [...new Set(channels.map((c) => c.channel))], pins }));
       });
 
-      ui.post("/releases/:id/:version/promote", async (req: Req<{ id: string; version: string }>, reply) => {
-        const { id, version } = req.params;
-        const b = req.body ?? {};
-        return act(reply, "/ui/releases", async () => {
-          const channel = one(b.channel)?.trim() ?? "";
-          const fields: Record<string, unknown> = {};
-          for (const k of ["percent", "steps", "stepSeconds"]) {
-            const v = one(b[k]);
-            if (v !== undefined && v !== "") fields[k] = v;
-          }
-          const options: RolloutOptions = rolloutPatch(fields);
-          const c = await fleet.promote(id, channel, version, who(req), options);
-          const r = c.rollouts.find((x) => x.version === version);
-          return {
-            text: `${id} ${version} offered on ${channel} to ${r?.percent ?? options.percent}% of its devices.`,
-            to: rolloutHref({ image: id, channel, version }),
-          };
-        });
-      });
+      const promoteForm = rolloutForm.extend({ channel: field(z.string().max(64)) });
+      ui.post(
+        "/releases/:id/:version/promote",
+        { config, schema: { params: z.object({ id: ids.imageId, version: ids.version }), body: promoteForm } },
+        async (req, reply) => {
+          const { id, version } = req.params;
+          return act(reply, "/ui/releases", async () => {
+            const channel = parseInput(ids.channel, req.body.channel ?? "", "channel");
+            const { paused: _, ...options } = rolloutFromForm(req.body);
+            const c = await fleet.promote(id, channel, version, operatorOf(req), options);
+            const r = c.rollouts.find((x) => x.version === version);
+            return {
+              text: `${id} ${version} offered on ${channel} to ${r?.percent ?? options.percent}% of its devices.`,
+              to: rolloutHref({ image: id, channel, version }),
+            };
+          });
+        },
+      );
 
-      ui.post("/pins", async (req: Req, reply) => {
-        const b = req.body ?? {};
+      const pinForm = formOf({ image: field(z.string().max(64)), group: field(z.string().max(64)), version: field(z.string().max(64)) });
+      ui.post("/pins", { config, schema: { body: pinForm } }, async (req, reply) => {
+        const b = req.body;
         return act(reply, "/ui/releases", async () => {
-          const image = one(b.image) ?? "";
-          const group = one(b.group)?.trim() ?? "";
-          const version = one(b.version)?.trim() ?? "";
-          await fleet.pin(image, "group", group, version, who(req));
+          const image = parseInput(ids.imageId, b.image ?? "", "image");
+          const group = b.group ?? "";
+          const version = parseInput(ids.version, b.version ?? "", "version");
+          await fleet.pin(image, "group", group, version, operatorOf(req));
           return { text: `Group ${group} pinned to ${image} ${version}.` };
         });
       });
 
-      ui.post("/pins/unpin", async (req: Req, reply) => {
-        const b = req.body ?? {};
+      const unpinForm = formOf({ image: field(z.string().max(64)), scope: field(z.enum(["device", "group"])), target: field(z.string().max(64)) });
+      ui.post("/pins/unpin", { config, schema: { body: unpinForm } }, async (req, reply) => {
+        const b = req.body;
         return act(reply, "/ui/releases", async () => {
-          const scope = one(b.scope);
-          if (scope !== "device" && scope !== "group") throw new UserError(`pin scope must be device or group, not ${scope}`);
-          const target = one(b.target) ?? "";
-          if (!(await fleet.unpin(one(b.image) ?? "", scope, target, who(req)))) throw new UserError(`no pin on ${scope} ${target}`);
+          const scope = b.scope;
+          if (!scope) throw new UserError("pin scope must be device or group");
+          const target = b.target ?? "";
+          if (!(await fleet.unpin(b.image ?? "", scope, target, operatorOf(req)))) throw new UserError(`no pin on ${scope} ${target}`);
           return { text: `Unpinned ${scope} ${target}.` };
         });
       });
 
       // Audit --------------------------------------------------------------------------------
 
-      ui.get("/audit", async (req, reply) => {
+      ui.get("/audit", { config }, async (req, reply) => {
         const entries = await fleet.db.auditLog(200);
         return page(req, reply, (ctx) => renderAuditPage(ctx, entries));
       });

@@ -92,7 +92,7 @@ export async function startUpdateServer(signer: BuiltImage, options: UpdateServe
     sign: (index) => signDetached(key, index),
   });
   const secret = randomBytes(32);
-  const app = createServer({ fleet, auth: { secret, token: OPERATOR_TOKEN } });
+  const app = createServer({ fleet, auth: { secret, credentials: { token: OPERATOR_TOKEN, operators: [] } } });
   const faults: Faults = {};
   const downloaded = { bytes: 0, files: [] as string[] };
   app.addHook("onSend", async (req, reply, payload) => {

@@ -2,16 +2,15 @@
 // boot-complete.target, after each sysupdate run, and when the health check fails). The server
 // trusts none of it beyond this shape: everything is bounded, names are checked.
 import { z } from "zod";
+import { bootId, version } from "./ids.js";
 
 const UNIT = /^[A-Za-z0-9@_.:\\-]{1,256}$/;
-const VERSION = /^[A-Za-z0-9.,_+-]{1,64}$/;
-const HEX32 = /^[0-9a-f]{32}$/;
 
 export const deviceReportSchema = z.strictObject({
   /** Why the device reports: a finished boot, a sysupdate run, a failed health check. */
   event: z.enum(["boot", "update", "unhealthy"]),
-  version: z.string().regex(VERSION),
-  boot_id: z.string().regex(HEX32),
+  version,
+  boot_id: bootId,
   /** systemd-bless-boot status: good, bad, indeterminate or clean (no counting). */
   blessed: z.enum(["good", "bad", "indeterminate", "clean", "unknown"]).default("unknown"),
   healthy: z.boolean(),
@@ -38,7 +37,18 @@ export function badVersions(image: string, entries: readonly string[]): string[]
   for (const e of entries) {
     if (!e.startsWith(`${image}_`)) continue;
     const m = /^(.+)\+0(-\d+)?\.efi$/.exec(e.slice(image.length + 1));
-    if (m?.[1] && VERSION.test(m[1])) out.push(m[1]);
+    if (m?.[1] && version.safeParse(m[1]).success) out.push(m[1]);
+  }
+  return out;
+}
+
+/** Versions whose UKI is installed (blessed, in trial, or given up on): `<id>_<version>[+…].efi`. */
+export function installedVersions(image: string, entries: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const e of entries) {
+    if (!e.startsWith(`${image}_`)) continue;
+    const m = /^(.+?)(\+\d+(-\d+)?)?\.efi$/.exec(e.slice(image.length + 1));
+    if (m?.[1] && version.safeParse(m[1]).success) out.push(m[1]);
   }
   return out;
 }
