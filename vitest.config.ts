@@ -3,7 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     projects: [
-      { test: { name: "unit", include: ["src/**/*.test.ts", "tests/unit/**/*.test.ts"], testTimeout: 30_000 } },
+      // Generous limits: the suite must pass on a busy machine (CI may share it with an image build).
+      { test: { name: "unit", include: ["src/**/*.test.ts", "tests/unit/**/*.test.ts"], testTimeout: 120_000, hookTimeout: 120_000 } },
       // Real mkosi builds: minutes the first time, then incremental.
       {
         test: {

@@ -2,6 +2,7 @@
 // machine, one server at a time, each loaded by wrk (a separate process): device checks (SHA256SUMS
 // and SHA256SUMS.gpg of a new machine-id per check) and downloads of a 60 MB root partition.
 // Writes bench/results/serve.json with throughput, latency, errors and the basalt/nginx ratios.
+
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer as createNetServer } from "node:net";
@@ -10,6 +11,7 @@ import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ReleaseManifest } from "../src/contract/release-manifest.js";
+import { deviceFileUrl } from "../src/contract/urls.js";
 import { type Daemon, run, spawnDaemon } from "../src/process/run.js";
 import { parseSha256Sums } from "../src/release/sha256sums.js";
 import { startTestServer, type TestServer } from "../tests/support/fleet-server.js";
@@ -60,7 +62,8 @@ const round = (n: number, digits = 1) => Number(n.toFixed(digits));
 const ratio = (a: number, b: number) => (b > 0 ? round(a / b, 3) : null);
 const sha256 = (b: Buffer | Uint8Array) => createHash("sha256").update(b).digest("hex");
 const hex128 = () => randomBytes(16).toString("hex");
-const devicePath = (machine: string, boot: string, file: string) => `/v1/${CHANNEL}/${IMAGE}/${ARCH}/${machine}/${BOOTED}/${boot}/${file}`;
+const devicePath = (machine: string, boot: string, file: string) =>
+  deviceFileUrl("", { channel: CHANNEL, image: IMAGE, arch: ARCH, machine, booted: BOOTED, boot }, file);
 
 // Everything to undo, kept where a signal handler can reach it: nginx runs in its own process
 // group (spawnDaemon), so a Ctrl-C that stops this process would not stop it.

@@ -10,8 +10,8 @@ import { join } from "node:path";
 import type { ReleaseManifest } from "../src/contract/release-manifest.js";
 import { detectAccel } from "../src/vm/accel.js";
 import { E2E_ROOT, prepareImage, prepareVersion } from "../tests/e2e/harness/image.js";
-import { BOOT_TIMEOUT_MS, reboot, Scenario, sh, vmTools } from "../tests/e2e/harness/scenario.js";
-import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer, waitBlessed } from "../tests/e2e/harness/updates.js";
+import { reboot, Scenario, sh, vmTools, waitBlessed } from "../tests/e2e/harness/scenario.js";
+import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer } from "../tests/e2e/harness/updates.js";
 
 const root = join(import.meta.dirname, "..");
 const run = randomUUID();
@@ -22,9 +22,10 @@ const server = await startUpdateServer(v1);
 try {
   await releaseAndPublish(server, v2);
   const release = JSON.parse(readFileSync(join(v2.dir, "out", "releases", "2.0", "release.json"), "utf8")) as ReleaseManifest;
-  const vm = await s.boot("a", v1);
-  let ssh = await vm.waitForSsh(BOOT_TIMEOUT_MS);
-  await waitBlessed(ssh);
+  const booted = await s.restore("a", v1);
+  const { vm } = booted;
+  let { ssh } = booted;
+  await waitBlessed(ssh, "good");
   server.downloaded.bytes = 0;
   const start = performance.now();
   await sh(ssh, `${SYSUPDATE} update`);

@@ -27,6 +27,10 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; then
   # The fleet suite runs against a real PostgreSQL server the tests start (Debian's package).
   phase pg-deps apt_install postgresql
 fi
+if ! command -v veritysetup > /dev/null; then
+  # The deep verity check's unit test compares with the hash tree cryptsetup writes (Debian's package).
+  phase verity-deps apt_install cryptsetup-bin
+fi
 phase unit npx vitest run --project unit
 if [[ ! -x /usr/bin/chromium ]]; then
   # The dashboard's browser test drives Debian's Chromium; playwright-core brings no browser of its own.

@@ -1,4 +1,6 @@
 // Typed errors: library code throws these, only the CLI decides how to print them.
+import type { z } from "zod";
+import { firstIssue } from "./contract/ids.js";
 
 /** A problem the user can fix: bad input, a missing file, a refused operation. Printed without a stack. */
 export class UserError extends Error {
@@ -37,6 +39,25 @@ export class AccessDenied extends UserError {
     super(message, hint);
     this.name = "AccessDenied";
   }
+}
+
+/** The exit code of a command that ended with `e`; the CLI maps errors here and nowhere else. */
+export function exitCode(e: unknown): number {
+  if (e instanceof DefinitionError) return 2;
+  if (e instanceof NotFoundError) return 3;
+  if (e instanceof ConflictError) return 4;
+  if (e instanceof AccessDenied) return 5;
+  if (e instanceof UserError) return 1;
+  // EX_SOFTWARE: a bug in Basalt.
+  return 70;
+}
+
+/** The error an HTTP refusal stands for, the inverse of httpStatus: what a client of the server throws. */
+export function errorFromStatus(status: number, message: string): UserError {
+  if (status === 404) return new NotFoundError(message);
+  if (status === 409) return new ConflictError(message);
+  if (status === 401 || status === 403 || status === 429) return new AccessDenied(status, message);
+  return new UserError(message);
 }
 
 /** The HTTP status a user error stands for; the server maps errors here and nowhere else. */
@@ -85,4 +106,20 @@ export class ToolError extends UserError {
     super(how, logPath ? `full log: ${logPath}` : undefined);
     this.name = "ToolError";
   }
+}
+
+/**
+ * `value` as `schema` reads it, or a UserError naming `what` (and the value, when it is a name or a
+ * number) and the first problem. `fields` names an object's fields as the user gave them (command-line
+ * flags): a problem with one is then `--flag: message`.
+ */
+export function parseInput<T extends z.ZodType>(schema: T, value: unknown, what: string, fields?: Readonly<Record<string, string>>): z.output<T> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue?.path.length ? fields?.[String(issue.path[0])] : undefined;
+  if (issue && field) throw new UserError(`${field}: ${issue.message}`);
+  // A bad name or number is shown as given: the operator sees what was refused.
+  if (typeof value === "string" || typeof value === "number") throw new UserError(`${what} ${JSON.stringify(value).slice(0, 120)}: ${firstIssue(r.error)}`);
+  throw new UserError(firstIssue(r.error, what));
 }

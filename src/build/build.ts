@@ -1,41 +1,25 @@
 // basalt build: plan, keys, toolchain, mkosi, then collect the artifacts into DIR/out/<version>/
 // with SHA256SUMS and a manifest. The version directory is replaced only when everything succeeded.
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type LoadedAppliance, loadAppliance } from "../definition/load.js";
+import { BUILD_FORMAT, type BuildArtifact, type BuildManifest } from "../contract/build-manifest.js";
+import { loadAppliance, loadApplianceId } from "../definition/load.js";
 import { UserError } from "../errors.js";
 import { createPlan, planDir, renderTree, writePlan } from "../generator/plan.js";
 import { cmdlineValue, readUki } from "../inspect/pe.js";
-import { createKeySet, ensureUpdateKeyIn, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
+import { completeKeySet, createKeySet, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
 import { run } from "../process/run.js";
+import { renderSha256Sums } from "../release/sha256sums.js";
 import type { Reporter } from "../report/reporter.js";
 import { ensureMkosi } from "../toolchain/mkosi.js";
 import { cacheDir } from "../toolchain/paths.js";
 import { ensureSandboxTree, ensureToolsTree, packageCacheDir } from "../toolchain/tools-tree.js";
 import { extractUpdatePartitions } from "./extract.js";
+import { sha256File } from "./hash.js";
 import { checkRootUnits } from "./units.js";
 
 export interface BuildOptions {
   reporter: Reporter;
-}
-
-export interface Artifact {
-  name: string;
-  kind: "disk" | "uki" | "root" | "root-verity" | "root-verity-sig";
-  size: number;
-  sha256: string;
-}
-
-export interface BuildManifest {
-  format: 1;
-  id: string;
-  version: string;
-  devSigned: boolean;
-  roothash: string;
-  mkosiVersion: string;
-  artifacts: Artifact[];
-  packages: { name: string; version: string }[];
 }
 
 export interface BuildResult {
@@ -45,28 +29,23 @@ export interface BuildResult {
   logFile: string;
 }
 
-export function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash("sha256");
-    createReadStream(path)
-      .on("data", (d) => h.update(d))
-      .on("end", () => resolve(h.digest("hex")))
-      .on("error", reject);
-  });
-}
-
-async function ensureKeys(loaded: LoadedAppliance, reporter: Reporter): Promise<KeySet> {
-  const dir = keysDir(loaded.context.dir);
+/**
+ * The appliance's key set, made (development keys) or completed first: the definition may
+ * authorize the set's login key, and the plan copies the update key's public keyring into the image.
+ */
+export async function ensureKeys(dirArg: string, reporter: Reporter): Promise<KeySet> {
+  const { dir: applianceDir, id } = loadApplianceId(dirArg);
+  const dir = keysDir(applianceDir);
   const existing = loadKeySet(dir);
   if (existing) {
     if (existing.dev) reporter.warn(`signing with the DEVELOPMENT keys in ${dir}; the image is marked dev-signed`);
-    if (await ensureUpdateKeyIn(existing, loaded.appliance.id)) reporter.info(`added an update signing key to ${dir}`);
+    for (const added of await completeKeySet(existing, id)) reporter.info(`added ${added} to ${dir}`);
     return existing;
   }
   reporter.warn(
-    `no keys in ${dir}: created a DEVELOPMENT key set there (verity + Secure Boot db). The image is marked dev-signed and releases refuse it; run 'basalt keys init' for real keys.`,
+    `no keys in ${dir}: created a DEVELOPMENT key set there (verity + Secure Boot db, update and login keys). The image is marked dev-signed and releases refuse it; run 'basalt keys init' for real keys.`,
   );
-  return createKeySet(dir, { dev: true, commonName: loaded.appliance.id });
+  return createKeySet(dir, { dev: true, commonName: id });
 }
 
 function mkosiPackages(manifestFile: string): { name: string; version: string }[] {
@@ -77,6 +56,9 @@ function mkosiPackages(manifestFile: string): { name: string; version: string }[
 
 export async function buildAppliance(dirArg: string, options: BuildOptions): Promise<BuildResult> {
   const { reporter } = options;
+  reporter.phase("Keys");
+  const keys = await ensureKeys(dirArg, reporter);
+
   reporter.phase("Load definition");
   const loaded = loadAppliance(dirArg);
   const { id, version } = loaded.appliance;
@@ -86,10 +68,6 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
   mkdirSync(logDir, { recursive: true });
   const logFile = join(logDir, `build-${version}.log`);
   writeFileSync(logFile, "");
-
-  // Keys first: the plan copies the update key's public keyring into the image.
-  reporter.phase("Keys");
-  const keys = await ensureKeys(loaded, reporter);
 
   reporter.phase("Plan");
   const entries = renderTree(loaded);
@@ -140,7 +118,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
     const output = `${id}_${version}`;
     const disk = `${output}.raw`;
     const ukiName = `${output}.efi`;
-    const artifacts: Artifact[] = [];
+    const artifacts: BuildArtifact[] = [];
     for (const [name, kind] of [
       [disk, "disk"],
       [ukiName, "uki"],
@@ -149,7 +127,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
       if (!existsSync(path)) throw new UserError(`mkosi produced no ${kind} artifact (${name}) in ${staging}`, `full log: ${logFile}`);
       artifacts.push({ name, kind, size: statSync(path).size, sha256: await sha256File(path) });
     }
-    artifacts.push(...extractUpdatePartitions(join(staging, disk), staging, output));
+    artifacts.push(...extractUpdatePartitions(join(staging, disk), staging, { id, version }));
     for (const kind of ["root", "root-verity", "root-verity-sig"] as const) {
       if (!artifacts.some((a) => a.kind === kind)) throw new UserError(`the disk image has no ${kind} partition`, `full log: ${logFile}`);
     }
@@ -161,7 +139,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
     const roothash = cmdlineValue(readUki(join(staging, ukiName)).cmdline, "roothash") ?? "";
     if (!roothash) throw new UserError("the UKI's command line carries no roothash=", `full log: ${logFile}`);
     const manifest: BuildManifest = {
-      format: 1,
+      format: BUILD_FORMAT,
       id,
       version,
       devSigned: keys.dev,
@@ -171,7 +149,7 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
       packages: mkosiPackages(join(staging, `${output}.manifest`)),
     };
     rmSync(join(staging, `${output}.manifest`), { force: true });
-    writeFileSync(join(staging, "SHA256SUMS"), artifacts.map((a) => `${a.sha256}  ${a.name}\n`).join(""));
+    writeFileSync(join(staging, "SHA256SUMS"), renderSha256Sums(artifacts));
     writeFileSync(join(staging, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
 
     reporter.phase("Check units");

@@ -4,9 +4,10 @@
 import { createHash } from "node:crypto";
 import { closeSync, ftruncateSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { ARCHITECTURE } from "../features/identity.js";
+import { renderArtifactName } from "../contract/artifacts.js";
+import type { BuildArtifact } from "../contract/build-manifest.js";
+import { IMAGE_ARCHITECTURE } from "../contract/ids.js";
 import { readAt, readGpt } from "../inspect/gpt.js";
-import type { Artifact } from "./build.js";
 
 const CHUNK = 1024 * 1024;
 const UPDATE_PARTITIONS = ["root", "root-verity", "root-verity-sig"] as const;
@@ -32,17 +33,15 @@ function copySparse(src: number, offset: number, size: number, dest: string): st
 }
 
 /** Writes the update partitions found in `image` into `outDir`; partitions the image lacks are skipped. */
-export function extractUpdatePartitions(image: string, outDir: string, output: string): Artifact[] {
+export function extractUpdatePartitions(image: string, outDir: string, release: { id: string; version: string }): BuildArtifact[] {
   const { partitions } = readGpt(image);
   const fd = openSync(image, "r");
   try {
-    const result: Artifact[] = [];
+    const result: BuildArtifact[] = [];
     for (const kind of UPDATE_PARTITIONS) {
       const p = partitions.find((x) => x.type === kind);
       if (!p) continue;
-      // Discoverable type ids put the architecture after "root": root-x86-64-verity-sig.
-      const typeId = `root-${ARCHITECTURE}${kind.slice("root".length)}`;
-      const name = `${output}.${typeId}.${p.uuid}.raw`;
+      const name = renderArtifactName({ ...release, kind, arch: IMAGE_ARCHITECTURE, uuid: p.uuid });
       const sha256 = copySparse(fd, p.offset, p.size, join(outDir, name));
       result.push({ name, kind, size: p.size, sha256 });
     }

@@ -1,6 +1,7 @@
 // basalt fleet …: the operator API from the command line (the dashboard's actions, scriptable).
-import type { Command } from "commander";
+import { type Command, type CommandUnknownOpts, Option, type OptionValues } from "@commander-js/extra-typings";
 import pc from "picocolors";
+import * as ids from "../contract/ids.js";
 import { UserError } from "../errors.js";
 import type { Rollout } from "../fleet/db/fleet-db.js";
 import type { RolloutProgress } from "../fleet/fleet.js";
@@ -8,29 +9,25 @@ import type { Device } from "../fleet/inventory.js";
 import { hashPassword } from "../server/auth.js";
 import { ApiClient } from "../server/client.js";
 import type { ChannelView } from "../server/views.js";
-import { addRolloutOptions, type RolloutFlags, readToken, rolloutOptions } from "./server-commands.js";
+import { addRolloutOptions, addServerOptions, count, parsedBy, rolloutChange, rolloutOptions, serverConnection } from "./options.js";
 
-interface ConnOptions {
-  server?: string;
-  tokenFile?: string;
-  json?: boolean;
-}
-
-function client(o: ConnOptions): ApiClient {
-  const server = o.server ?? process.env.BASALT_SERVER;
-  if (!server) throw new UserError("no server", "pass --server URL or set BASALT_SERVER");
-  const token = readToken(o.tokenFile);
-  if (!token) throw new UserError("no operator token", "pass --token-file or set BASALT_TOKEN");
+function client(o: { server?: string; tokenFile?: string }): ApiClient {
+  const { server, token } = serverConnection(o);
   return new ApiClient(server, token);
 }
 
-const conn = (cmd: Command) =>
-  cmd
-    .option("--server <url>", "fleet server base URL (or BASALT_SERVER)")
-    .option("--token-file <file>", "operator token (or BASALT_TOKEN)")
-    .option("--json", "print JSON");
+/** The server connection and --json, which every command talking to the server takes. */
+const conn = <A extends unknown[], O extends OptionValues, G extends OptionValues>(cmd: Command<A, O, G>) =>
+  addServerOptions(cmd).option("--json", "print JSON");
 
-const out = (o: ConnOptions, value: unknown, text: () => string) => process.stdout.write(o.json ? `${JSON.stringify(value, null, 2)}\n` : text());
+// Identifiers as the contract defines them: the server would refuse anything else, less clearly.
+const asImage = parsedBy(ids.imageId, "image");
+const asVersion = parsedBy(ids.version, "version");
+const asChannel = parsedBy(ids.channel, "channel");
+const asMachine = parsedBy(ids.machineId, "machine-id");
+const asGroup = parsedBy(ids.group, "group");
+
+const out = (o: { json?: boolean }, value: unknown, text: () => string) => process.stdout.write(o.json ? `${JSON.stringify(value, null, 2)}\n` : text());
 const ago = (at: number) => {
   const s = Math.max(0, Math.round((Date.now() - at) / 1000));
   return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
@@ -48,12 +45,12 @@ function rolloutLine(r: Rollout & { stats?: { adopters: number; running: number;
   return `  ${r.image} ${r.channel.padEnd(10)} ${r.version.padEnd(12)} ${`${r.percent}%`.padStart(5)}${stats}  ${state}\n`;
 }
 
-export function registerFleetCommands(program: Command): void {
+export function registerFleetCommands(program: CommandUnknownOpts): void {
   const fleet = program.command("fleet").description("operate a fleet through a basalt server: rollouts, pins, groups, devices");
 
   conn(fleet.command("status"))
     .description("channels and their rollouts, with how many devices took each release")
-    .action(async (o: ConnOptions) => {
+    .action(async (o) => {
       const api = client(o);
       const { rollouts } = await api.request<{ rollouts: (Rollout & { stats: { adopters: number; running: number; failures: number } })[] }>(
         "GET",
@@ -63,28 +60,28 @@ export function registerFleetCommands(program: Command): void {
     });
 
   conn(fleet.command("devices"))
-    .option("--image <id>")
-    .option("--version <v>", "booted version")
-    .option("--channel <name>")
-    .option("--group <name>")
-    .option("--health <h>", "healthy, unhealthy or unknown")
+    .option("--image <id>", "only this image", asImage)
+    .option("--version <v>", "booted version", asVersion)
+    .option("--channel <name>", "only this channel", asChannel)
+    .option("--group <name>", "only this group", asGroup)
+    .addOption(new Option("--health <h>", "healthy, unhealthy or unknown").choices(["healthy", "unhealthy", "unknown"] as const))
     .option("--duplicate", "only machine-ids seen from more than one machine")
     .option("--rolled-back", "only devices that rolled back at least once")
     .option("--search <hex>", "part of the machine-id")
-    .option("--limit <n>", "at most this many", "100")
+    .option("--limit <n>", "at most this many", count("--limit"), 100)
     .description("the device inventory, newest contact first")
-    .action(async (o: ConnOptions & Record<string, string | boolean | undefined>) => {
+    .action(async (o) => {
       const q = new URLSearchParams();
-      for (const [k, key] of [
-        ["image", "image"],
-        ["version", "version"],
-        ["channel", "channel"],
-        ["group", "group"],
-        ["health", "health"],
-        ["search", "q"],
-        ["limit", "limit"],
+      for (const [key, value] of [
+        ["image", o.image],
+        ["version", o.version],
+        ["channel", o.channel],
+        ["group", o.group],
+        ["health", o.health],
+        ["q", o.search],
+        ["limit", String(o.limit)],
       ] as const) {
-        if (typeof o[k] === "string") q.set(key, o[k] as string);
+        if (value !== undefined) q.set(key, value);
       }
       if (o.duplicate) q.set("duplicate", "1");
       if (o.rolledBack) q.set("rolled_back", "1");
@@ -100,9 +97,9 @@ export function registerFleetCommands(program: Command): void {
       );
     });
 
-  conn(fleet.command("device").argument("<image>").argument("<machine-id>"))
+  conn(fleet.command("device").argument("<image>", "image id", asImage).argument("<machine-id>", "the device's machine-id", asMachine))
     .description("one device: what it runs, its last report and its recent events")
-    .action(async (image: string, machine: string, o: ConnOptions) => {
+    .action(async (image, machine, o) => {
       const r = await client(o).request<{ device: Device; events: { at: number; kind: string; version: string | null }[] }>(
         "GET",
         `/devices/${e(image)}/${e(machine)}`,
@@ -118,21 +115,26 @@ export function registerFleetCommands(program: Command): void {
       );
     });
 
-  addRolloutOptions(conn(fleet.command("rollout").argument("<image>").argument("<channel>").argument("<version>")))
+  addRolloutOptions(
+    conn(
+      fleet.command("rollout").argument("<image>", "image id", asImage).argument("<channel>", "channel", asChannel).argument("<version>", "version", asVersion),
+    ),
+  )
     .option("--pause", "stop offering it to devices that do not have it")
     .option("--resume", "offer it again")
     .description("raise, lower, schedule, pause or resume the rollout of a release on a channel")
-    .action(async (image: string, channel: string, version: string, o: ConnOptions & RolloutFlags & { pause?: boolean; resume?: boolean }) => {
-      if (o.pause && o.resume) throw new UserError("--pause and --resume exclude each other");
-      const patch = { ...rolloutOptions(o), ...(o.pause ? { paused: true } : o.resume ? { paused: false } : {}) };
+    .action(async (image, channel, version, o) => {
+      const patch = rolloutChange(o);
       if (!Object.keys(patch).length) throw new UserError("nothing to change", "pass --percent, --steps/--every, --pause or --resume");
       const r = await client(o).request<Rollout>("POST", `/rollouts/${e(image)}/${e(channel)}/${e(version)}`, patch);
       out(o, r, () => rolloutLine(r));
     });
 
-  conn(fleet.command("progress").argument("<image>").argument("<channel>").argument("<version>"))
+  conn(
+    fleet.command("progress").argument("<image>", "image id", asImage).argument("<channel>", "channel", asChannel).argument("<version>", "version", asVersion),
+  )
     .description("how far a rollout got: offered share, devices that took and run it, failures")
-    .action(async (image: string, channel: string, version: string, o: ConnOptions) => {
+    .action(async (image, channel, version, o) => {
       const p = await client(o).request<RolloutProgress>("GET", `/rollouts/${e(image)}/${e(channel)}/${e(version)}`);
       out(
         o,
@@ -142,45 +144,59 @@ export function registerFleetCommands(program: Command): void {
       );
     });
 
-  addRolloutOptions(conn(fleet.command("promote").argument("<image>").argument("<version>").requiredOption("--channel <name>", "channel to offer it on")))
+  addRolloutOptions(
+    conn(
+      fleet
+        .command("promote")
+        .argument("<image>", "image id", asImage)
+        .argument("<version>", "version", asVersion)
+        .requiredOption("--channel <name>", "channel to offer it on", asChannel),
+    ),
+  )
     .description("offer an uploaded release on a channel (e.g. from beta to stable)")
-    .action(async (image: string, version: string, o: ConnOptions & RolloutFlags & { channel: string }) => {
+    .action(async (image, version, o) => {
       const c = await client(o).request<ChannelView>("POST", `/channels/${e(o.channel)}/promote`, { id: image, version, ...rolloutOptions(o) });
       out(o, c, () => `${c.channel} now offers ${c.rollouts.map((r) => `${r.version} (${r.percent}%)`).join(", ")}\n`);
     });
 
-  conn(fleet.command("pin").argument("<image>").argument("<version>"))
-    .option("--device <machine-id>")
-    .option("--group <name>")
+  conn(fleet.command("pin").argument("<image>", "image id", asImage).argument("<version>", "version", asVersion))
+    .option("--device <machine-id>", "the device to pin", asMachine)
+    .option("--group <name>", "the group to pin", asGroup)
     .description("hold a device or a group on a version (also to move it there ahead of a rollout)")
-    .action(async (image: string, version: string, o: ConnOptions & { device?: string; group?: string }) => {
+    .action(async (image, version, o) => {
       const [scope, target] = o.device ? ["device", o.device] : o.group ? ["group", o.group] : [];
       if (!scope || !target || (o.device && o.group)) throw new UserError("pass exactly one of --device or --group");
       const p = await client(o).request("PUT", `/pins/${e(image)}/${scope}/${e(target)}`, { version });
       out(o, p, () => `${scope} ${target} is pinned to ${image} ${version}\n`);
     });
 
-  conn(fleet.command("unpin").argument("<image>"))
-    .option("--device <machine-id>")
-    .option("--group <name>")
+  conn(fleet.command("unpin").argument("<image>", "image id", asImage))
+    .option("--device <machine-id>", "the device to unpin", asMachine)
+    .option("--group <name>", "the group to unpin", asGroup)
     .description("let a device or group follow its channel's rollouts again")
-    .action(async (image: string, o: ConnOptions & { device?: string; group?: string }) => {
+    .action(async (image, o) => {
       const [scope, target] = o.device ? ["device", o.device] : o.group ? ["group", o.group] : [];
       if (!scope || !target || (o.device && o.group)) throw new UserError("pass exactly one of --device or --group");
       const r = await client(o).request<{ removed: boolean }>("DELETE", `/pins/${e(image)}/${scope}/${e(target)}`);
       out(o, r, () => (r.removed ? `${scope} ${target} follows its channel again\n` : `${scope} ${target} was not pinned\n`));
     });
 
-  conn(fleet.command("group").argument("<image>").argument("<group>", 'group name, or "-" for none').argument("<machine-ids...>"))
+  conn(
+    fleet
+      .command("group")
+      .argument("<image>", "image id", asImage)
+      .argument("<group>", 'group name, or "-" for none', (v: string) => (v === "-" ? v : asGroup(v)))
+      .argument("<machine-ids...>", "the devices' machine-ids", (v: string, previous: string[] = []) => [...previous, asMachine(v)]),
+  )
     .description("put devices into a group (groups can be pinned)")
-    .action(async (image: string, group: string, machines: string[], o: ConnOptions) => {
+    .action(async (image, group, machines, o) => {
       const r = await client(o).request<{ changed: number }>("POST", `/groups/${e(image)}/${e(group)}`, { machines });
       out(o, r, () => `${r.changed} device${r.changed === 1 ? "" : "s"} ${group === "-" ? "left their group" : `now in ${group}`}\n`);
     });
 
-  conn(fleet.command("device-token").argument("<image>").argument("<machine-id>"))
+  conn(fleet.command("device-token").argument("<image>", "image id", asImage).argument("<machine-id>", "the device's machine-id", asMachine))
     .description("the report token to provision on a device (systemd credential basalt.report-token)")
-    .action(async (image: string, machine: string, o: ConnOptions) => {
+    .action(async (image, machine, o) => {
       const r = await client(o).request<{ token: string; credential: string }>("POST", `/device-tokens/${e(image)}/${e(machine)}`);
       out(o, r, () => `${r.token}\n`);
     });

@@ -1,16 +1,15 @@
 // The basalt command line. The only place that prints errors and decides exit codes.
-import { Command, CommanderError } from "commander";
+import { CommanderError } from "@commander-js/extra-typings";
 import pc from "picocolors";
-import { DefinitionError, ToolError, UserError } from "../errors.js";
-import { registerCommands } from "./commands.js";
+import { DefinitionError, exitCode, ToolError, UserError } from "../errors.js";
+import { createProgram } from "./program.js";
 
-const program = new Command("basalt")
-  .description("Build, sign, ship, update and test immutable Linux appliance images")
-  .option("--debug", "show stack traces of internal errors")
-  .showHelpAfterError()
-  .exitOverride();
-
-registerCommands(program);
+const program = createProgram();
+// --debug given before the command or after it (each command takes it too).
+let debug = false;
+program.hook("preAction", (_, action) => {
+  debug = Boolean(action.optsWithGlobals().debug);
+});
 
 function printError(e: unknown): number {
   if (e instanceof CommanderError) return e.exitCode;
@@ -19,7 +18,7 @@ function printError(e: unknown): number {
       `${pc.red("error:")} the appliance definition has ${e.problems.length} problem${e.problems.length > 1 ? "s" : ""}; nothing was built\n`,
     );
     for (const line of e.message.split("\n")) process.stderr.write(`  ${line}\n`);
-    return 2;
+    return exitCode(e);
   }
   if (e instanceof ToolError) {
     process.stderr.write(`${pc.red("error:")} ${e.message}\n  command: ${e.command.join(" ")}\n`);
@@ -34,17 +33,17 @@ function printError(e: unknown): number {
         )}\n`,
       );
     if (e.logPath) process.stderr.write(`  full log: ${e.logPath}\n`);
-    return 1;
+    return exitCode(e);
   }
   if (e instanceof UserError) {
     process.stderr.write(`${pc.red("error:")} ${e.message}\n`);
     if (e.hint) process.stderr.write(`  ${e.hint}\n`);
-    return 1;
+    return exitCode(e);
   }
   process.stderr.write(`${pc.red("internal error:")} ${e instanceof Error ? e.message : String(e)}\n`);
-  if (program.opts().debug && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+  if ((debug || program.opts().debug) && e instanceof Error) process.stderr.write(`${e.stack}\n`);
   else process.stderr.write("  this is a bug in Basalt; rerun with --debug and report the stack trace\n");
-  return 70;
+  return exitCode(e);
 }
 
 try {

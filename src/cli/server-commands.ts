@@ -1,95 +1,16 @@
 // basalt serve and basalt publish: the fleet server and the operator's way of publishing to it.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { Command } from "commander";
+import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import pc from "picocolors";
-import { timespanSeconds } from "../definition/types.js";
+import { channel } from "../contract/ids.js";
 import { UserError } from "../errors.js";
-import type { RolloutOptions } from "../fleet/fleet.js";
 import { signDetached, updateKeyPaths } from "../keys/update-key.js";
-import { createReporter } from "../report/reporter.js";
+import { createReporter, runReported } from "../report/reporter.js";
 import { credentialFiles, loadOrCreateSecret } from "../server/auth.js";
 import { publishRelease } from "../server/publish.js";
 import { createServer, DEFAULT_DEVICE_RATE_LIMIT, openFleet } from "../server/server.js";
-
-/** A secret token: the first line of a file (never a command-line argument, which `ps` shows), or `env`. */
-export function readToken(file: string | undefined, env = "BASALT_TOKEN"): string | undefined {
-  if (file) {
-    if (!existsSync(file)) throw new UserError(`${file}: no such token file`);
-    const t = readFileSync(file, "utf8").split("\n")[0]?.trim();
-    if (!t || t.length < 16) throw new UserError(`${file}: the token must be at least 16 characters`);
-    return t;
-  }
-  return process.env[env] || undefined;
-}
-
-const seconds = (flag: string) => (v: string) => {
-  if (/^\d+$/.test(v)) return Number(v);
-  try {
-    return timespanSeconds(v);
-  } catch {
-    throw new UserError(`${flag}: expected seconds or a time span such as 30min, 6h or 1d, not ${JSON.stringify(v)}`);
-  }
-};
-
-const percentage = (flag: string) => (v: string) => {
-  const n = Number(v.replace(/%$/, ""));
-  if (!Number.isFinite(n) || n < 0 || n > 100) throw new UserError(`${flag}: expected a percentage from 0 to 100, not ${JSON.stringify(v)}`);
-  return n;
-};
-
-/** The rollout flags `publish` and `fleet rollout` share. */
-export function addRolloutOptions(cmd: Command): Command {
-  return cmd
-    .option("--percent <n>", "share of the channel's devices to offer it to (default 100)", percentage("--percent"))
-    .option("--steps <list>", "raise the rollout through these percentages, e.g. 10,50,100")
-    .option("--every <span>", "time between steps (30min, 6h, 1d)", seconds("--every"))
-    .option("--max-failure-rate <r>", "pause when more than this share of devices that took it fail (0-1, default 0.2)", Number)
-    .option("--min-devices <n>", "…counted once this many devices took it (default 3)", Number);
-}
-
-export interface RolloutFlags {
-  percent?: number;
-  steps?: string;
-  every?: number;
-  maxFailureRate?: number;
-  minDevices?: number;
-}
-
-export function rolloutOptions(o: RolloutFlags): RolloutOptions {
-  const out: RolloutOptions = {};
-  if (o.percent !== undefined) out.percent = o.percent;
-  if (o.steps !== undefined) out.steps = o.steps.split(",").map((s) => percentage("--steps")(s.trim()));
-  if (o.every !== undefined) out.stepSeconds = o.every;
-  if (o.steps && o.every === undefined) throw new UserError("--steps needs --every (the time between steps)");
-  if (o.maxFailureRate !== undefined) out.maxFailureRate = o.maxFailureRate;
-  if (o.minDevices !== undefined) out.minDevices = o.minDevices;
-  return out;
-}
-
-interface ServeOptions {
-  data: string;
-  keys: string;
-  database?: string;
-  artifacts?: string;
-  s3Endpoint?: string;
-  s3PublicEndpoint?: string;
-  s3Region?: string;
-  downloadUrl?: string;
-  host: string;
-  port: string;
-  tokenFile?: string;
-  operatorsFile?: string;
-  secretFile?: string;
-  fleetTokenFile?: string;
-  publicMetrics?: boolean;
-  holdSeconds: number;
-  trustProxy?: string[];
-  tlsCert?: string;
-  tlsKey?: string;
-  allowPlainHttp?: boolean;
-  deviceRateLimit: number;
-}
+import { addRolloutOptions, addServerOptions, count, parsedBy, rolloutOptions, seconds, serverConnection } from "./options.js";
 
 /** Addresses or CIDRs, comma-separated: the proxies whose forwarding headers are believed. */
 function proxyList(v: string): string[] {
@@ -103,12 +24,7 @@ function proxyList(v: string): string[] {
   return list;
 }
 
-const count = (flag: string) => (v: string) => {
-  if (!/^\d+$/.test(v)) throw new UserError(`${flag}: expected a whole number, not ${JSON.stringify(v)}`);
-  return Number(v);
-};
-
-export function registerServerCommands(program: Command): void {
+export function registerServerCommands(program: CommandUnknownOpts): void {
   program
     .command("serve")
     .requiredOption("--data <dir>", "where release files are kept (and the SQLite database by default)")
@@ -144,7 +60,7 @@ export function registerServerCommands(program: Command): void {
     )
     .option("--hold-seconds <n>", "how long a device keeps the index it was shown (index and signature are fetched together)", seconds("--hold-seconds"), 30)
     .description("the fleet server: releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics")
-    .action(async (o: ServeOptions) => {
+    .action(async (o) => {
       const key = updateKeyPaths(o.keys);
       if (!existsSync(key.key)) throw new UserError(`${o.keys}: no update.pgp.key`, "run 'basalt keys init DIR' for the appliance");
       if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new UserError("--tls-cert and --tls-key go together");
@@ -225,23 +141,23 @@ export function registerServerCommands(program: Command): void {
     });
 
   addRolloutOptions(
-    program
-      .command("publish")
-      .argument("<dir>", "appliance directory; publishes the release of its definition's version")
-      .requiredOption("--server <url>", "update server base URL")
-      .option("--channel <name>", "channel to offer the release on", "stable")
-      .option("--token-file <file>", "operator token (or BASALT_TOKEN)")
-      .option("--json", "print the channel's new state as JSON"),
+    addServerOptions(
+      program
+        .command("publish")
+        .argument("<dir>", "appliance directory; publishes the release of its definition's version")
+        .option("--channel <name>", "channel to offer the release on", parsedBy(channel, "--channel"), "stable")
+        .option("--json", "print the channel's new state as JSON"),
+    ),
   )
     .description("upload a release to a basalt update server and offer it on a channel (all at once, or as a staged rollout)")
-    .action(async (dir: string, o: { server: string; channel: string; tokenFile?: string; json?: boolean } & RolloutFlags) => {
-      const token = readToken(o.tokenFile);
-      if (!token) throw new UserError("no operator token", "pass --token-file or set BASALT_TOKEN");
+    .action(async (dir, o) => {
+      const { server, token } = serverConnection(o);
       const rollout = rolloutOptions(o);
       const reporter = createReporter({ quiet: Boolean(o.json) });
-      reporter.phase("Publish");
-      const state = await publishRelease(dir, { server: o.server, token, channel: o.channel, rollout, reporter });
-      reporter.done();
+      const state = await runReported(reporter, () => {
+        reporter.phase("Publish");
+        return publishRelease(dir, { server, token, channel: o.channel, rollout, reporter });
+      });
       if (o.json) process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
       else {
         const offered = state.rollouts.map((r) => `${r.version}${r.percent < 100 ? ` (${r.percent}%)` : ""}${r.paused ? " paused" : ""}`).join(", ");

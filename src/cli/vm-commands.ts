@@ -1,18 +1,17 @@
 // basalt vm start|ssh|stop|status: boot a built image in QEMU the way a device runs it.
 import { createReadStream, existsSync, statSync, unwatchFile, watchFile } from "node:fs";
-import type { Command } from "commander";
+import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import pc from "picocolors";
 import { UserError } from "../errors.js";
 import { runInteractive } from "../process/run.js";
-import { createReporter } from "../report/reporter.js";
+import { createReporter, runReported } from "../report/reporter.js";
 import { Vm } from "../vm/machine.js";
+import { waitForSshBanner } from "../vm/ssh.js";
 import { resolveVmTarget } from "../vm/target.js";
 import { ensureVmTools, type VmTools } from "../vm/tools.js";
 
-interface TargetOptions {
-  name: string;
-  vmDir?: string;
-}
+/** How long `vm ssh` waits for a booting guest: a first boot under TCG takes about a minute. */
+const SSH_WAIT_MS = 5 * 60_000;
 
 const parseIntOption = (v: string) => {
   const n = Number.parseInt(v, 10);
@@ -52,9 +51,9 @@ function followConsole(file: string, from: number): () => void {
 }
 
 /** The existing VM a command names, with the tools it runs on. */
-async function openTargetVm(target: string, o: TargetOptions): Promise<{ machine: Vm; tools: VmTools }> {
+async function openTargetVm(target: string, o: { name: string; vmDir?: string }): Promise<{ machine: Vm; tools: VmTools }> {
   const t = resolveVmTarget(target, o.name, o.vmDir);
-  const tools = await ensureVmTools(createReporter({ quiet: true }));
+  const tools = await runReported(createReporter({ quiet: true }), (reporter) => ensureVmTools(reporter));
   return { machine: Vm.open(t.vmDir, tools), tools };
 }
 
@@ -77,8 +76,12 @@ async function sshArgv(vm: Vm, tools: VmTools, identity: string | undefined): Pr
   return hostSsh ? [hostSsh, ...base] : [...tools.prefix, "ssh", ...base];
 }
 
-export function registerVmCommands(program: Command): void {
-  const vm = program.command("vm").description("run a built image in QEMU (UEFI, TPM2, SMBIOS UUID) like a device");
+export function registerVmCommands(program: CommandUnknownOpts): void {
+  const vm = program
+    .command("vm")
+    .description("run a built image in QEMU (UEFI, TPM2, SMBIOS UUID) like a device")
+    // Options belong to the command they follow: `vm ssh` passes those after its target on (below).
+    .enablePositionalOptions();
 
   vm.command("start")
     .argument("<target>", "appliance directory, VM directory or .raw disk image")
@@ -90,31 +93,16 @@ export function registerVmCommands(program: Command): void {
     .option("--cpus <n>", "guest CPUs", parseIntOption, 2)
     .option("--forward <port...>", "also forward these guest TCP ports to loopback")
     .option("--credential <name=value...>", "pass a systemd credential through SMBIOS (e.g. basalt.report-token=…)")
-    .option("--uuid <uuid>", "SMBIOS system UUID of a new VM: its machine-id (default: random)")
+    .option("--uuid <uuid>", "SMBIOS system UUID of a new VM: its machine-id (default: random)", parseUuid)
     .option("--console", "show the serial console live")
     .option("--ssh", "open an SSH session once the guest is up; stop the VM when it ends")
     .option("--detach", "leave the VM running in the background")
     .option("--json", "print the VM's settings as JSON once it runs")
     .description("boot the image on a copy-on-write overlay; the built image stays pristine")
-    .action(
-      async (
-        target: string,
-        o: TargetOptions & {
-          identity?: string;
-          user?: string;
-          memory: number;
-          cpus: number;
-          forward?: string[];
-          credential?: string[];
-          uuid?: string;
-          console?: boolean;
-          ssh?: boolean;
-          detach?: boolean;
-          json?: boolean;
-        },
-      ) => {
-        const t = resolveVmTarget(target, o.name, o.vmDir);
-        const reporter = createReporter({ quiet: Boolean(o.json) });
+    .action(async (target, o) => {
+      const t = resolveVmTarget(target, o.name, o.vmDir);
+      const reporter = createReporter({ quiet: Boolean(o.json) });
+      const { machine, tools, rt, mark } = await runReported(reporter, async () => {
         const tools = await ensureVmTools(reporter);
         let machine: Vm;
         if (existsSync(`${t.vmDir}/vm.json`)) machine = Vm.open(t.vmDir, tools);
@@ -128,60 +116,74 @@ export function registerVmCommands(program: Command): void {
             cpus: o.cpus,
             ports: (o.forward ?? []).map(parseIntOption),
             ...(o.credential ? { credentials: parseCredentials(o.credential) } : {}),
-            ...(o.uuid ? { uuid: parseUuid(o.uuid) } : {}),
+            ...(o.uuid ? { uuid: o.uuid } : {}),
           });
         }
         const mark = machine.serialMark();
         const rt = await machine.start({ detach: Boolean(o.detach) });
-        const info = {
-          vmDir: machine.dir,
-          accel: rt.accel,
-          sshPort: machine.sshPort,
-          forwards: machine.config.forwards,
-          uuid: machine.config.uuid,
-          serial: machine.serialLog,
-        };
-        if (o.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
-        else
-          process.stderr.write(
-            `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
-          );
-        if (o.detach) return;
-        const stopFollow = o.console ? followConsole(machine.serialLog, mark) : () => {};
-        let stopping = false;
-        const stop = async () => {
-          if (stopping) return;
-          stopping = true;
-          stopFollow();
-          process.stderr.write("\nshutting the VM down…\n");
-          await machine.shutdown();
-        };
-        process.on("SIGINT", () => void stop());
-        process.on("SIGTERM", () => void stop());
-        if (o.ssh) {
-          process.stderr.write("waiting for SSH…\n");
-          const session = await machine.waitForSsh(600_000);
-          session.close();
-          stopFollow();
-          await runInteractive(await sshArgv(machine, tools, o.identity), { env: tools.env });
-          await stop();
-          return;
-        }
-        await machine.waitStopped(Number.MAX_SAFE_INTEGER);
+        return { machine, tools, rt, mark };
+      });
+      const info = {
+        vmDir: machine.dir,
+        accel: rt.accel,
+        sshPort: machine.sshPort,
+        forwards: machine.config.forwards,
+        uuid: machine.config.uuid,
+        serial: machine.serialLog,
+      };
+      if (o.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+      else
+        process.stderr.write(
+          `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
+        );
+      if (o.detach) return;
+      const stopFollow = o.console ? followConsole(machine.serialLog, mark) : () => {};
+      let stopping = false;
+      const stop = async () => {
+        if (stopping) return;
+        stopping = true;
         stopFollow();
-      },
-    );
+        process.stderr.write("\nshutting the VM down…\n");
+        await machine.shutdown();
+      };
+      process.on("SIGINT", () => void stop());
+      process.on("SIGTERM", () => void stop());
+      if (o.ssh) {
+        process.stderr.write("waiting for SSH…\n");
+        const session = await machine.waitForSsh(600_000);
+        session.close();
+        stopFollow();
+        await runInteractive(await sshArgv(machine, tools, o.identity), { env: tools.env });
+        await stop();
+        return;
+      }
+      await machine.waitStopped(Number.MAX_SAFE_INTEGER);
+      stopFollow();
+    });
 
   vm.command("ssh")
     .argument("<target>", "appliance directory or VM directory")
-    .argument("[command...]", "command to run instead of a shell")
+    .argument(
+      "[command...]",
+      "command to run instead of a shell: every word after the target (options too), or after --",
+      // `vm ssh DIR -- cmd`: the -- passed through is ours, not the remote command's first word.
+      (word: string, words?: string[]) => (words === undefined && word === "--" ? [] : [...(words ?? []), word]),
+    )
     .option("--name <name>", "VM name", "default")
     .option("--vm-dir <dir>", "VM directory (overrides --name)")
     .option("--identity <key>", "private key to log in with")
-    .description("log in to a running VM with the appliance's key")
-    .action(async (target: string, command: string[], o: TargetOptions & { identity?: string }) => {
+    // `basalt vm ssh DIR sudo systemctl start --wait x`: --wait is the remote command's, not ours.
+    .passThroughOptions()
+    .description("log in to a running VM with the appliance's login key")
+    .action(async (target, command, o) => {
       const { machine, tools } = await openTargetVm(target, o);
       if (!machine.running()) throw new UserError(`VM ${machine.dir} is not running`, `start it with 'basalt vm start ${target}'`);
+      // A VM started a moment ago (vm start --detach) is still booting: wait for its SSH server.
+      if (!(await waitForSshBanner(machine.sshPort, 1000, () => machine.running()))) {
+        process.stderr.write("waiting for the VM's SSH server…\n");
+        if (!(await waitForSshBanner(machine.sshPort, SSH_WAIT_MS, () => machine.running())))
+          throw new UserError(`VM ${machine.dir}: no SSH server answered within ${SSH_WAIT_MS / 60_000} minutes`, `see its console: ${machine.serialLog}`);
+      }
       process.exitCode = await runInteractive([...(await sshArgv(machine, tools, o.identity)), ...command], { env: tools.env });
     });
 
@@ -191,7 +193,7 @@ export function registerVmCommands(program: Command): void {
     .option("--vm-dir <dir>", "VM directory (overrides --name)")
     .option("--power-off", "pull the plug instead of an ACPI shutdown")
     .description("shut a VM down (ACPI power button, then kill after 2 minutes)")
-    .action(async (target: string, o: TargetOptions & { powerOff?: boolean }) => {
+    .action(async (target, o) => {
       const { machine } = await openTargetVm(target, o);
       if (o.powerOff) await machine.powerOff();
       else await machine.shutdown();
@@ -203,7 +205,7 @@ export function registerVmCommands(program: Command): void {
     .option("--vm-dir <dir>", "VM directory (overrides --name)")
     .option("--json", "print as JSON")
     .description("show a VM's settings and whether it runs")
-    .action(async (target: string, o: TargetOptions & { json?: boolean }) => {
+    .action(async (target, o) => {
       const { machine } = await openTargetVm(target, o);
       const status = { vmDir: machine.dir, running: machine.running(), runtime: machine.runtime() ?? null, ...machine.config };
       if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);

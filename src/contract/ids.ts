@@ -26,6 +26,9 @@ export const channel = name("channel");
 /** A group of devices an operator pins together. */
 export const group = name("group");
 
+/** The one architecture Basalt builds for, as systemd names it (`%a`); mkosi's Architecture= uses the same name. */
+export const IMAGE_ARCHITECTURE = "x86-64";
+
 /** systemd's architecture names (`%a`, src/basic/architecture.c). */
 export const architecture = z.enum([
   "alpha",

@@ -3,6 +3,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { z } from "zod";
+import { imageId } from "../contract/ids.js";
 import { DefinitionError, type Problem, UserError } from "../errors.js";
 import type { FeatureContext } from "../features/feature.js";
 import { features } from "../features/registry.js";
@@ -69,6 +70,20 @@ export function loadAppliance(dirOrFile: string): LoadedAppliance {
   if (parsed.success) for (const f of features) problems.push(...(f.crossCheck?.(parsed.data as Appliance, context) ?? []));
   if (!parsed.success || problems.length) throw new DefinitionError(sortProblems(problems));
   return { appliance: parsed.data as Appliance, context };
+}
+
+/**
+ * A definition's directory and id, read before the rest is checked: what a key set is made for.
+ * The keys come first because the definition may authorize the key set's own login key
+ * (`authorized_keys = "keys/login_ed25519.pub"`). A definition whose id is wrong is reported whole.
+ */
+export function loadApplianceId(dirOrFile: string): { dir: string; id: string } {
+  const { dir, file } = resolveDefinitionPath(dirOrFile);
+  const value = loadLocatedToml(file).value as Record<string, unknown> | undefined;
+  const id = imageId.safeParse(value?.id);
+  if (id.success) return { dir, id: id.data };
+  loadAppliance(dirOrFile);
+  throw new DefinitionError([{ file: displayPath(file), key: "id", message: "not a valid appliance id" }]);
 }
 
 function sortProblems(problems: Problem[]): Problem[] {

@@ -1,24 +1,15 @@
 // Who the appliance is: id, version and the Debian release it is built from.
 import { z } from "zod";
+import * as ids from "../contract/ids.js";
 import type { Problem } from "../errors.js";
 import type { Feature } from "./feature.js";
 
 // GPT partition labels hold 36 UTF-16 characters; the longest label Basalt writes is `<id>_<version>_s`.
 const GPT_LABEL_MAX = 36;
 const LABEL_SUFFIX = "_s";
-/** The one architecture Basalt builds for, as systemd names it (`%a`). */
-export const ARCHITECTURE = "x86-64";
-
 export const keys = {
-  id: z
-    .string()
-    .regex(/^[a-z][a-z0-9-]{0,23}$/, "expected lowercase letters, digits and '-', starting with a letter, at most 24")
-    .describe("Image id: os-release IMAGE_ID, file and partition names, the hostname prefix."),
-  version: z
-    .string()
-    // sysupdate's @v accepts [A-Za-z0-9.,_+-]; '_' and '+' would collide with Basalt's file name patterns.
-    .regex(/^[0-9][A-Za-z0-9.]*$/, "expected a version such as 1.0 or 2025.11.3 (digits, letters and dots, starting with a digit)")
-    .describe("Image version: os-release IMAGE_VERSION; updates go to strictly newer versions."),
+  id: ids.imageId.describe("Image id: os-release IMAGE_ID, file and partition names, the hostname prefix."),
+  version: ids.version.describe("Image version: os-release IMAGE_VERSION; updates go to strictly newer versions."),
   release: z.enum(["trixie", "forky", "sid"]).default("trixie").describe("Debian release the image is built from (systemd 257 or newer is required)."),
   description: z
     .string()
@@ -51,7 +42,7 @@ export const feature: Feature = {
     tree
       .set("Distribution", "Distribution", "debian")
       .set("Distribution", "Release", a.release)
-      .set("Distribution", "Architecture", ARCHITECTURE)
+      .set("Distribution", "Architecture", ids.IMAGE_ARCHITECTURE)
       .set("Output", "ImageId", a.id)
       .set("Output", "ImageVersion", a.version)
       .set("Output", "Output", `${a.id}_${a.version}`)

@@ -6,9 +6,9 @@
 // device without one does not report.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { IMAGE_ARCHITECTURE } from "../contract/ids.js";
+import { reportUrlTemplate } from "../contract/urls.js";
 import type { Feature } from "./feature.js";
-import { ARCHITECTURE } from "./identity.js";
-import { reportBase } from "./updates.js";
 
 /** The systemd credential that carries the device's report token. */
 export const REPORT_CREDENTIAL = "basalt.report-token";
@@ -36,8 +36,8 @@ export const feature: Feature = {
     if (!a.update.url || !a.report.enabled) return;
     tree.packages("curl");
     const script = SCRIPT.replaceAll("@CREDENTIAL@", REPORT_CREDENTIAL)
-      .replaceAll("@URL@", reportBase(a.update.url, a.update.channel))
-      .replaceAll("@ARCH@", ARCHITECTURE);
+      // The script's shell variables stand in for the image id and machine-id.
+      .replaceAll("@URL@", reportUrlTemplate(a.update.url, a.update.channel, IMAGE_ARCHITECTURE, { image: "$IMAGE_ID", machine: "$machine" }));
     tree.image("usr/lib/basalt/report", script, 0o755);
     tree.unit("basalt-report@.service", [
       [

@@ -2,6 +2,8 @@
 // and the UKI (last, so a device only boots a version whose partitions are all in place), the
 // appliance's update key as the only key gpg trusts, and a timer that runs only from a good boot.
 import { z } from "zod";
+import * as ids from "../contract/ids.js";
+import { transferSourcePath } from "../contract/urls.js";
 import { timespan } from "../definition/types.js";
 import type { IniSection } from "../generator/tree.js";
 import { slotLabels } from "./disk.js";
@@ -14,11 +16,7 @@ export const keys = {
         .url({ protocol: /^https?$/ })
         .optional()
         .describe("Base URL of the update server (basalt serve). Without it the image carries no update configuration."),
-      channel: z
-        .string()
-        .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/)
-        .default("stable")
-        .describe("Channel the device follows."),
+      channel: ids.channel.default("stable").describe("Channel the device follows."),
       interval: timespan()
         .default("6h")
         .describe("How often a device checks for an update (plus a random delay of up to the same time, so a fleet spreads out)."),
@@ -28,20 +26,6 @@ export const keys = {
 } satisfies z.ZodRawShape;
 
 export const toggles = {} satisfies z.ZodRawShape;
-
-/**
- * The URL a device polls: channel, image id, architecture, machine-id, booted version and boot id
- * (sysupdate specifiers), so the server can give each device its own view and learn from polls alone
- * who runs what and who rebooted.
- */
-export function devicePath(url: string, channel: string): string {
-  return `${url.replace(/\/+$/, "")}/v1/${channel}/%M/%a/%m/%A/%b/`;
-}
-
-/** Where reports go: `<this>/<image id>/<arch>/<machine-id>/report`. */
-export function reportBase(url: string, channel: string): string {
-  return `${url.replace(/\/+$/, "")}/v1/${channel}`;
-}
 
 export const feature: Feature = {
   name: "updates",
@@ -56,7 +40,9 @@ export const feature: Feature = {
   },
   render(a, tree, ctx) {
     if (!a.update.url) return;
-    const path = devicePath(a.update.url, a.update.channel);
+    // Channel, image id, architecture, machine-id, booted version and boot id in the path: the server
+    // gives each device its own view and learns from polls alone who runs what and who rebooted.
+    const path = transferSourcePath(a.update.url, a.update.channel);
     const labels = slotLabels(a.id, "@v");
     tree.packages("systemd-container", "gpg");
     const partition = (file: string, type: string, suffix: string, label: string) => {

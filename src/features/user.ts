@@ -1,7 +1,7 @@
 // The one default user: no password, passwordless sudo, home under /var/home, SSH keys from
 // /etc/authorized_keys, which the image ships from the definition's authorized_keys file.
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { dirname, relative, resolve } from "node:path";
 import { z } from "zod";
 import { relativePath } from "../definition/types.js";
 import type { Problem } from "../errors.js";
@@ -38,7 +38,12 @@ export const feature: Feature = {
     const path = resolve(ctx.dir, a.user.authorized_keys);
     const at = { file: ctx.file, line: ctx.lineOf(["user", "authorized_keys"]), key: "user.authorized_keys" };
     if (!existsSync(path) || !statSync(path).isFile()) {
-      problems.push({ ...at, message: `file not found: ${path}` });
+      // A file in the key set's directory (its login key) comes with the keys: say how to make them.
+      const inKeys = !relative(resolve(ctx.dir, "keys"), path).startsWith("..");
+      const hint = inKeys
+        ? `; the appliance's key set brings it: run 'basalt keys init ${dirname(ctx.file)}' (or 'basalt build', which makes development keys)`
+        : "";
+      problems.push({ ...at, message: `file not found: ${path}${hint}` });
       return problems;
     }
     const lines = readFileSync(path, "utf8")

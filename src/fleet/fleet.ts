@@ -4,13 +4,11 @@
 // index a device can be shown is signed when a channel, rollout or pin changes.
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { z } from "zod";
 import * as ids from "../contract/ids.js";
-import { firstIssue } from "../contract/ids.js";
 import { type ReleaseManifest, releaseManifestSchema } from "../contract/release-manifest.js";
 import { type DeviceReport, deviceReportSchema } from "../contract/report.js";
 import { type RolloutOptions, type RolloutPatch, rolloutPatch } from "../contract/rollout.js";
-import { ConflictError, NotFoundError, UserError } from "../errors.js";
+import { ConflictError, NotFoundError, parseInput, UserError } from "../errors.js";
 import { renderSha256Sums } from "../release/sha256sums.js";
 import type { Artifact, ArtifactStore } from "./artifacts/store.js";
 import type { ChannelRecord, FleetDb, NameTaken, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord, Upload } from "./db/fleet-db.js";
@@ -66,15 +64,6 @@ export function renderIndex(entries: { name: string; sha256: string }[]): Buffer
   return Buffer.from(renderSha256Sums(entries.length ? entries : [NOTHING_OFFERED]));
 }
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
-/** `value` as `schema` reads it, or a UserError naming `what` and the first problem. */
-export function parseInput<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  // A bad name or number is shown as given: the operator sees what was refused.
-  if (typeof value === "string" || typeof value === "number") throw new UserError(`${what} ${JSON.stringify(value).slice(0, 120)}: ${firstIssue(r.error)}`);
-  throw new UserError(firstIssue(r.error, what));
-}
 
 /** A file a device may fetch: the release it belongs to, and since when it was offered to the device. */
 export interface OfferedFile {
@@ -524,6 +513,11 @@ export class Fleet {
     // Once per release, however many channels offer it; a pause re-reads the rollout it changes.
     const releases = new Map(all.filter((r) => !r.paused).map((r) => [`${r.image}\0${r.version}`, r]));
     for (const r of releases.values()) await this.checkHealth(r.image, r.version, all);
+  }
+
+  /** An entry in the audit log, on the fleet's clock: for what the server does besides these operations (sign-ins, tokens). */
+  async record(actor: string, action: string, detail: Record<string, unknown>): Promise<void> {
+    await this.db.audit(this.now(), actor, action, detail);
   }
 
   // Reads for the API and the dashboard -----------------------------------------------------

@@ -3,7 +3,7 @@
 // was and returns it as it is now plus the events to record; they are pure, so every storage
 // backend applies them the same way inside its own transaction.
 import { badVersions, type DeviceReport, installedVersions } from "../contract/report.js";
-import { compareVersions } from "./versions.js";
+import { compareVersions } from "../contract/version.js";
 
 export interface Device {
   image: string;
@@ -70,7 +70,8 @@ export interface Poll {
   holdMs: number;
 }
 
-function fresh(image: string, machine: string, arch: string, channel: string, at: number): Device {
+/** A device seen for the first time: nothing booted, downloaded or reported yet. */
+export function newDevice(image: string, machine: string, arch: string, channel: string, at: number): Device {
   return {
     image,
     machine,
@@ -154,7 +155,7 @@ export function heldSnapshot(held: HeldView, req: { channel: string; booted: str
 
 export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapshot: string } {
   const events: DeviceEvent[] = [];
-  const d: Device = prev ? { ...prev } : fresh(p.image, p.machine, p.arch, p.channel, p.at);
+  const d: Device = prev ? { ...prev } : newDevice(p.image, p.machine, p.arch, p.channel, p.at);
   if (!prev) events.push({ kind: "seen", at: p.at, version: p.booted, detail: { channel: p.channel } });
   // Keep the snapshot chosen by whichever request of this check came first (asked before the poll
   // updates the boot and channel it compares with).
@@ -205,7 +206,7 @@ export function applyReport(
   meta: { image: string; machine: string; arch: string; channel: string; at: number },
 ): Change {
   const { at } = meta;
-  const d: Device = prev ? { ...prev } : fresh(meta.image, meta.machine, meta.arch, meta.channel, at);
+  const d: Device = prev ? { ...prev } : newDevice(meta.image, meta.machine, meta.arch, meta.channel, at);
   const events: DeviceEvent[] = [];
   if (!prev) events.push({ kind: "seen", at, version: r.version, detail: { channel: meta.channel, by: "report" } });
   d.lastSeen = at;

@@ -10,9 +10,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
+import type { Transaction } from "kysely";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { databaseEngines } from "../../tests/support/database-engines.js";
 import { standInRelease } from "../../tests/support/fleet-server.js";
-import { databaseEngines } from "../../tests/support/postgres.js";
 import {
   fakeSign,
   filesBelow,
@@ -23,9 +24,10 @@ import {
   type StandIn,
   temporaryEntries,
 } from "../../tests/support/publishing.js";
+import { hookStatements } from "../../tests/support/sql-faults.js";
 import { ConflictError, NotFoundError, UserError } from "../errors.js";
 import { openFleet } from "../server/server.js";
-import type { Sql } from "./db/sql.js";
+import type { Database } from "./db/tables.js";
 import type { Fleet } from "./fleet.js";
 
 // A disk with `bytesLeft` bytes free, for every file stream the store opens: writes beyond fail as
@@ -117,21 +119,21 @@ describe.each(engines)("publishing on %s", (backend) => {
 
   // A transaction whose statement matching `pattern` fails once (after the statements before it ran).
   function failInTransaction(fleet: Fleet, pattern: RegExp, error: () => Error): void {
-    const sql = fleet.db.sql;
-    const transaction = sql.transaction.bind(sql);
+    const db = fleet.db;
+    const transaction = db.transaction.bind(db);
     let armed = true;
-    vi.spyOn(sql, "transaction").mockImplementation(<T>(fn: (tx: Sql) => Promise<T>) =>
-      transaction((tx) => {
-        const failing = Object.create(tx) as Sql;
-        failing.run = async (statement, params) => {
-          if (armed && pattern.test(statement)) {
-            armed = false;
-            throw error();
-          }
-          return tx.run(statement, params);
-        };
-        return fn(failing);
-      }),
+    vi.spyOn(db, "transaction").mockImplementation(<T>(fn: (tx: Transaction<Database>) => Promise<T>) =>
+      transaction((tx) =>
+        fn(
+          hookStatements(tx, pattern, {
+            before: () => {
+              if (!armed) return;
+              armed = false;
+              throw error();
+            },
+          }),
+        ),
+      ),
     );
   }
 
@@ -177,13 +179,13 @@ describe.each(engines)("publishing on %s", (backend) => {
     ],
     [
       "commit, the database's step: a statement of the transaction fails",
-      (f) => failInTransaction(f, /^INSERT INTO release_files /, dbDown),
+      (f) => failInTransaction(f, /^insert into "release_files" /, dbDown),
       /^Connection terminated/,
       "absent",
     ],
     [
       "commit, the database's step: the database's disk is full",
-      (f) => failInTransaction(f, /^INSERT INTO audit /, () => Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" })),
+      (f) => failInTransaction(f, /^insert into "audit" /, () => Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" })),
       /^database or disk is full$/,
       "absent",
     ],
@@ -351,7 +353,10 @@ describe.each(engines)("publishing on %s", (backend) => {
     /** An upload row as a server without these checks (or before them) could have left it. */
     async function legacyUpload(fleet: Fleet, version: string, files: StandIn["manifest"]["files"]): Promise<void> {
       const manifest = { ...standInRelease("demo", version).manifest, files };
-      await fleet.db.sql.run("INSERT INTO uploads (image, version, manifest, started_at) VALUES (?, ?, ?, ?)", ["demo", version, JSON.stringify(manifest), 0]);
+      await fleet.db.kysely
+        .insertInto("uploads")
+        .values({ image: "demo", version, manifest: JSON.stringify(manifest), started_at: 0 })
+        .execute();
     }
 
     it("is refused at begin when another version's upload in progress reserved it", async () => {

@@ -4,7 +4,7 @@
 // A device's view is one of a few pre-signed indexes ("cohorts"): the channel's versions up to the
 // one it is offered, so no request ever needs the signing key.
 import { createHash } from "node:crypto";
-import { compareVersions } from "./versions.js";
+import { compareVersions } from "../contract/version.js";
 
 /** How many versions one index lists (devices only ever move forward; older ones are history). */
 export const INDEX_VERSIONS = 3;

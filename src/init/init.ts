@@ -2,6 +2,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, join, resolve } from "node:path";
+import { imageId } from "../contract/ids.js";
 import { DEFINITION_FILE } from "../definition/load.js";
 import { UserError } from "../errors.js";
 
@@ -24,7 +25,7 @@ export async function initAppliance(dirArg: string, idArg?: string): Promise<{ f
       .toLowerCase()
       .replace(/[^a-z0-9-]/g, "-")
       .replace(/^[^a-z]+/, "");
-  if (!/^[a-z][a-z0-9-]{0,23}$/.test(id)) throw new UserError(`cannot derive an appliance id from "${basename(dir)}"`, "pass one with --id");
+  if (!imageId.safeParse(id).success) throw new UserError(`cannot derive an appliance id from "${basename(dir)}"`, "pass one with --id");
   mkdirSync(dir, { recursive: true });
   writeFileSync(
     file,

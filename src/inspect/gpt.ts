@@ -51,7 +51,45 @@ export function guidToString(b: Buffer): string {
   return `${le(b.subarray(0, 4))}-${le(b.subarray(4, 6))}-${le(b.subarray(6, 8))}-${hex(b.subarray(8, 10))}-${hex(b.subarray(10, 16))}`;
 }
 
-export function readGpt(image: string): { sectorSize: number; diskUuid: string; partitions: GptPartition[] } {
+export interface Gpt {
+  sectorSize: number;
+  diskUuid: string;
+  partitions: GptPartition[];
+}
+
+/** The GPT of a disk that `read` reads (offset and length in bytes), or undefined when it has none. */
+export function parseGpt(read: (offset: number, length: number) => Buffer): Gpt | undefined {
+  for (const sectorSize of [512, 4096]) {
+    const header = read(sectorSize, 92);
+    if (header.subarray(0, 8).toString("latin1") !== "EFI PART") continue;
+    const entriesLba = Number(header.readBigUInt64LE(72));
+    const count = header.readUInt32LE(80);
+    const entrySize = header.readUInt32LE(84);
+    const table = read(entriesLba * sectorSize, count * entrySize);
+    const partitions: GptPartition[] = [];
+    for (let i = 0; i < count; i++) {
+      const e = table.subarray(i * entrySize, (i + 1) * entrySize);
+      const typeUuid = guidToString(e.subarray(0, 16));
+      if (typeUuid === "00000000-0000-0000-0000-000000000000") continue;
+      const first = Number(e.readBigUInt64LE(32));
+      const last = Number(e.readBigUInt64LE(40));
+      partitions.push({
+        index: i + 1,
+        typeUuid,
+        type: PARTITION_TYPES[typeUuid] ?? "unknown",
+        uuid: guidToString(e.subarray(16, 32)),
+        label: e.subarray(56, 128).toString("utf16le").replace(/\0.*$/s, ""),
+        offset: first * sectorSize,
+        size: (last - first + 1) * sectorSize,
+        attributes: e.readBigUInt64LE(48),
+      });
+    }
+    return { sectorSize, diskUuid: guidToString(header.subarray(56, 72)), partitions };
+  }
+  return undefined;
+}
+
+export function readGpt(image: string): Gpt {
   let fd: number;
   try {
     fd = openSync(image, "r");
@@ -59,34 +97,9 @@ export function readGpt(image: string): { sectorSize: number; diskUuid: string; 
     throw new UserError(`cannot open image ${image}`);
   }
   try {
-    for (const sectorSize of [512, 4096]) {
-      const header = readAt(fd, sectorSize, 92);
-      if (header.subarray(0, 8).toString("latin1") !== "EFI PART") continue;
-      const entriesLba = Number(header.readBigUInt64LE(72));
-      const count = header.readUInt32LE(80);
-      const entrySize = header.readUInt32LE(84);
-      const table = readAt(fd, entriesLba * sectorSize, count * entrySize);
-      const partitions: GptPartition[] = [];
-      for (let i = 0; i < count; i++) {
-        const e = table.subarray(i * entrySize, (i + 1) * entrySize);
-        const typeUuid = guidToString(e.subarray(0, 16));
-        if (typeUuid === "00000000-0000-0000-0000-000000000000") continue;
-        const first = Number(e.readBigUInt64LE(32));
-        const last = Number(e.readBigUInt64LE(40));
-        partitions.push({
-          index: i + 1,
-          typeUuid,
-          type: PARTITION_TYPES[typeUuid] ?? "unknown",
-          uuid: guidToString(e.subarray(16, 32)),
-          label: e.subarray(56, 128).toString("utf16le").replace(/\0.*$/s, ""),
-          offset: first * sectorSize,
-          size: (last - first + 1) * sectorSize,
-          attributes: e.readBigUInt64LE(48),
-        });
-      }
-      return { sectorSize, diskUuid: guidToString(header.subarray(56, 72)), partitions };
-    }
-    throw new UserError(`${image} has no GPT partition table`);
+    const gpt = parseGpt((offset, length) => readAt(fd, offset, length));
+    if (!gpt) throw new UserError(`${image} has no GPT partition table`);
+    return gpt;
   } finally {
     closeSync(fd);
   }

@@ -5,7 +5,7 @@ import { UserError } from "../errors.js";
 import { FatVolume } from "./fat.js";
 import { detectFilesystem, type GptPartition, readGpt } from "./gpt.js";
 import { cmdlineValue, parseUki, type UkiProfile } from "./pe.js";
-import { computeVerityTree, readVerityRootHash, readVeritySignature } from "./verity.js";
+import { readVerityRootHash, readVeritySignature, type VerityProgress, verifyVerityTree } from "./verity.js";
 
 export interface InspectReport {
   image: string;
@@ -29,7 +29,14 @@ export function uuidsFromRoothash(roothash: string): { data: string; hash: strin
   return { data: fmt(roothash.slice(0, 32)), hash: fmt(roothash.slice(-32)) };
 }
 
-export function inspectImage(image: string, options: { deep: boolean }): InspectReport {
+export interface InspectOptions {
+  /** Also rebuild the verity hash tree from the whole root partition (worker threads; reads all of it). */
+  deep: boolean;
+  /** Progress of the deep check, in data bytes hashed. */
+  onProgress?: (progress: VerityProgress) => void;
+}
+
+export async function inspectImage(image: string, options: InspectOptions): Promise<InspectReport> {
   const gpt = readGpt(image);
   const fd = openSync(image, "r");
   const problems: string[] = [];
@@ -80,7 +87,7 @@ export function inspectImage(image: string, options: { deep: boolean }): Inspect
       if (!verity.dataPartitionUuidMatches) problems.push("root partition UUID is not derived from the root hash");
       if (!verity.hashPartitionUuidMatches) problems.push("root-verity partition UUID is not derived from the root hash");
       if (options.deep) {
-        const deep = computeVerityTree(fd, root.offset, hash.offset);
+        const deep = await verifyVerityTree(fd, root.offset, hash.offset, { onProgress: options.onProgress });
         verity.deep = deep;
         if (deep.rootHash !== info.rootHash || !deep.treeMatches) problems.push("the root partition's data does not match its verity hash tree");
       }

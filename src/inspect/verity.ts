@@ -1,6 +1,11 @@
 // dm-verity offline: reads the hash partition's superblock, computes the root hash from the top
-// tree block, and (deep mode) rebuilds the whole tree from the data partition to check it.
+// tree block, and (deep mode) rebuilds the whole tree from the data partition to check it, hashing
+// in worker threads (verity-worker.mjs).
 import { createHash } from "node:crypto";
+import { read } from "node:fs";
+import { availableParallelism } from "node:os";
+import { promisify } from "node:util";
+import { Worker } from "node:worker_threads";
 import { UserError } from "../errors.js";
 import { readAt } from "./gpt.js";
 
@@ -37,16 +42,34 @@ function hashBlock(sb: VeritySuperblock, block: Buffer): Buffer {
   return h.digest();
 }
 
-/** Number of hash blocks on each level, leaves first. */
-function levelSizes(sb: VeritySuperblock, digestSize: number): number[] {
-  const perBlock = Math.floor(sb.hashBlockSize / 2 ** Math.ceil(Math.log2(digestSize)));
-  const sizes: number[] = [];
-  let n = sb.dataBlocks;
-  do {
+/** Where dm-verity puts the digests and levels of a hash tree (cryptsetup lib/verity/verity_hash.c). */
+interface VerityGeometry {
+  digestSize: number;
+  /** Digests per hash block: the largest power of two that fits. */
+  perBlock: number;
+  /** Bytes from one digest to the next in a hash block: the digest rounded up to a power of two in format 1, packed in format 0. */
+  stride: number;
+  /** Hash blocks per level, level 0 (the digests of the data blocks) first; none when the data is a single block. */
+  levelBlocks: number[];
+  /** Byte offset of each level from the start of the hash area, level 0 first; the top level follows the superblock. */
+  levelOffsets: number[];
+}
+
+function verityGeometry(sb: VeritySuperblock, digestSize: number): VerityGeometry {
+  const perBlock = 2 ** Math.floor(Math.log2(Math.floor(sb.hashBlockSize / digestSize)));
+  const stride = sb.hashType === 1 ? 2 ** Math.ceil(Math.log2(digestSize)) : digestSize;
+  const levelBlocks: number[] = [];
+  for (let n = sb.dataBlocks; n > 1; ) {
     n = Math.ceil(n / perBlock);
-    sizes.push(n);
-  } while (n > 1);
-  return sizes;
+    levelBlocks.push(n);
+  }
+  const levelOffsets: number[] = new Array(levelBlocks.length);
+  let pos = sb.hashBlockSize;
+  for (let i = levelBlocks.length - 1; i >= 0; i--) {
+    levelOffsets[i] = pos;
+    pos += (levelBlocks[i] ?? 0) * sb.hashBlockSize;
+  }
+  return { digestSize, perBlock, stride, levelBlocks, levelOffsets };
 }
 
 export interface VerityInfo {
@@ -64,46 +87,221 @@ export function readVerityRootHash(fd: number, hashOffset: number): VerityInfo {
   return { superblock: sb, rootHash: hashBlock(sb, top).toString("hex") };
 }
 
+export interface VerityTreeResult {
+  /** The root hash computed from the data partition alone. */
+  rootHash: string;
+  /** Every stored tree block (digests and zero padding) equals the recomputed one. */
+  treeMatches: boolean;
+}
+
+export interface VerityProgress {
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface VerifyVerityTreeOptions {
+  /** Called with the data bytes hashed so far: once at the start, then after each chunk. */
+  onProgress?: (progress: VerityProgress) => void;
+  /** Worker threads to hash with; default: os.availableParallelism(). */
+  workers?: number;
+}
+
+/** Data read and hashed per worker request: large sequential reads, few messages. */
+const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Requests queued per worker, so that it never waits for the main thread between two. */
+const IN_FLIGHT = 2;
+
+const readAsync = promisify(read);
+
+async function readAtAsync(fd: number, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.alloc(length);
+  for (let done = 0; done < length; ) {
+    const { bytesRead } = await readAsync(fd, buf, done, length - done, position + done);
+    if (bytesRead === 0) throw new UserError(`the image ends at byte ${position + done}, inside the verity data or hash area`);
+    done += bytesRead;
+  }
+  return buf;
+}
+
+type WorkerRequest = { kind: "data"; offset: number; blocks: number; storedOffset: number } | { kind: "blocks"; data: Uint8Array<ArrayBuffer>; blocks: number };
+interface WorkerReply {
+  id: number;
+  digests: Uint8Array<ArrayBuffer>;
+  matches?: boolean;
+  error?: string;
+}
+
+interface HashWorker {
+  call(tree: Record<string, unknown>, request: WorkerRequest): Promise<WorkerReply>;
+  ref(): void;
+  unref(): void;
+  stop(): Promise<number>;
+}
+
+/** A worker thread running verity-worker.mjs, with its requests in flight; `onExit` when it ends. */
+function startHashWorker(onExit: () => void): HashWorker {
+  // No execArgv: the worker is plain JavaScript and needs none of the loaders (tsx) the process may run with.
+  const worker = new Worker(new URL("./verity-worker.mjs", import.meta.url), { execArgv: [] });
+  const pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  let nextId = 0;
+  const failAll = (e: Error) => {
+    for (const p of pending.values()) p.reject(e);
+    pending.clear();
+  };
+  worker.on("message", (reply: WorkerReply) => {
+    const p = pending.get(reply.id);
+    pending.delete(reply.id);
+    if (reply.error) p?.reject(new UserError(reply.error));
+    else p?.resolve(reply);
+  });
+  worker.on("error", failAll);
+  worker.on("exit", (code) => {
+    onExit();
+    failAll(new Error(`verity hash worker exited (code ${code})`));
+  });
+  return {
+    call(tree, request) {
+      const id = nextId++;
+      return new Promise((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        worker.postMessage({ id, tree, ...request }, request.kind === "blocks" ? [request.data.buffer] : []);
+      });
+    },
+    ref: () => worker.ref(),
+    unref: () => worker.unref(),
+    stop: () => worker.terminate(),
+  };
+}
+
+/**
+ * Workers are kept for a while after a check: starting one costs tens of milliseconds (hundreds on a
+ * busy machine), which checks in a row (tests, a long-running process) then pay once. They hold the
+ * event loop only while a check runs, and end after VERITY_WORKERS_IDLE_MS without one.
+ */
+export const VERITY_WORKERS_IDLE_MS = 2000;
+const pool: HashWorker[] = [];
+let checksRunning = 0;
+let idleTimer: NodeJS.Timeout | undefined;
+
+function acquireWorkers(count: number): HashWorker[] {
+  checksRunning++;
+  clearTimeout(idleTimer);
+  while (pool.length < count) {
+    const w = startHashWorker(() => {
+      const i = pool.indexOf(w);
+      if (i >= 0) pool.splice(i, 1);
+    });
+    pool.push(w);
+  }
+  for (const w of pool) w.ref();
+  return pool.slice(0, count);
+}
+
+function releaseWorkers(): void {
+  if (--checksRunning > 0) return;
+  for (const w of pool) w.unref();
+  idleTimer = setTimeout(() => {
+    for (const w of pool.splice(0)) void w.stop();
+  }, VERITY_WORKERS_IDLE_MS).unref();
+}
+
+/** Lays digests out as dm-verity stores a level: perBlock per hash block, stride apart, zero-padded. */
+function packLevel(digests: Uint8Array, g: VerityGeometry, hashBlockSize: number): Uint8Array<ArrayBuffer> {
+  const count = digests.length / g.digestSize;
+  const out = new Uint8Array(Math.ceil(count / g.perBlock) * hashBlockSize);
+  for (let i = 0; i < count; i++) {
+    out.set(digests.subarray(i * g.digestSize, (i + 1) * g.digestSize), Math.floor(i / g.perBlock) * hashBlockSize + (i % g.perBlock) * g.stride);
+  }
+  return out;
+}
+
 /**
  * Recomputes the hash tree from the data partition and returns the root hash it yields; any
  * changed data block changes it. Also compares every stored tree block with the recomputed one.
+ * The data is read in large sequential chunks and hashed in worker threads: the event loop stays free.
  */
-export function computeVerityTree(fd: number, dataOffset: number, hashOffset: number): { rootHash: string; treeMatches: boolean } {
-  const sb = parseVeritySuperblock(readAt(fd, hashOffset, 512));
-  const digest = createHash(sb.algorithm).digest().length;
-  const slot = 2 ** Math.ceil(Math.log2(digest));
-  const sizes = levelSizes(sb, digest);
-  // Stored positions: top level first, right after the superblock block.
-  const positions: number[] = new Array(sizes.length);
-  let pos = hashOffset + sb.hashBlockSize;
-  for (let i = sizes.length - 1; i >= 0; i--) {
-    positions[i] = pos;
-    pos += (sizes[i] ?? 0) * sb.hashBlockSize;
+export async function verifyVerityTree(fd: number, dataOffset: number, hashOffset: number, options: VerifyVerityTreeOptions = {}): Promise<VerityTreeResult> {
+  const sb = parseVeritySuperblock(await readAtAsync(fd, hashOffset, 512));
+  if (sb.hashType !== 1 && sb.hashType !== 0) throw new UserError(`unsupported verity hash type ${sb.hashType}`);
+  if (sb.dataBlocks < 1) throw new UserError("the verity superblock counts no data blocks");
+  let digestSize: number;
+  try {
+    digestSize = createHash(sb.algorithm).digest().length;
+  } catch {
+    throw new UserError(`unsupported verity hash algorithm ${JSON.stringify(sb.algorithm)}`);
   }
-  const perBlock = sb.hashBlockSize / slot;
-  let treeMatches = true;
-  // Level 0: hashes of data blocks, read in chunks.
-  let hashes: Buffer[] = [];
-  const CHUNK = 1024;
-  for (let i = 0; i < sb.dataBlocks; i += CHUNK) {
-    const n = Math.min(CHUNK, sb.dataBlocks - i);
-    const buf = readAt(fd, dataOffset + i * sb.dataBlockSize, n * sb.dataBlockSize);
-    for (let j = 0; j < n; j++) hashes.push(hashBlock(sb, buf.subarray(j * sb.dataBlockSize, (j + 1) * sb.dataBlockSize)));
+  const g = verityGeometry(sb, digestSize);
+  const bytesTotal = sb.dataBlocks * sb.dataBlockSize;
+  options.onProgress?.({ bytesDone: 0, bytesTotal });
+  if (g.levelBlocks.length === 0) {
+    // A single data block is its own tree: the root hash is its digest, no level is stored.
+    const rootHash = hashBlock(sb, await readAtAsync(fd, dataOffset, sb.dataBlockSize)).toString("hex");
+    options.onProgress?.({ bytesDone: bytesTotal, bytesTotal });
+    return { rootHash, treeMatches: true };
   }
-  for (let level = 0; level < sizes.length; level++) {
-    const blocks: Buffer[] = [];
-    for (let b = 0; b * perBlock < hashes.length; b++) {
-      const block = Buffer.alloc(sb.hashBlockSize);
-      hashes.slice(b * perBlock, (b + 1) * perBlock).forEach((h, k) => {
-        h.copy(block, k * slot);
-      });
-      blocks.push(block);
+  // Chunks end on a hash block boundary of level 0, so each request fills whole stored blocks.
+  const chunkBlocks = g.perBlock * Math.max(1, Math.floor(CHUNK_BYTES / (g.perBlock * sb.dataBlockSize)));
+  const chunks = Math.ceil(sb.dataBlocks / chunkBlocks);
+  const count = Math.max(1, Math.min(options.workers ?? availableParallelism(), chunks));
+  const tree = {
+    fd,
+    algorithm: sb.algorithm,
+    salt: new Uint8Array(sb.salt),
+    hashType: sb.hashType,
+    dataBlockSize: sb.dataBlockSize,
+    hashBlockSize: sb.hashBlockSize,
+    digestSize,
+    stride: g.stride,
+    perBlock: g.perBlock,
+  };
+  const workers = acquireWorkers(count);
+  try {
+    // Level 0 in the workers: each request reads a chunk, hashes its blocks, packs and compares
+    // its level-0 hash blocks and returns their digests, the input of level 1.
+    let digests = new Uint8Array((g.levelBlocks[0] ?? 0) * digestSize);
+    let treeMatches = true;
+    let next = 0;
+    let bytesDone = 0;
+    let failed = false;
+    const lane = async (worker: (typeof workers)[number]) => {
+      while (next < chunks && !failed) {
+        const c = next++;
+        const blocks = Math.min(chunkBlocks, sb.dataBlocks - c * chunkBlocks);
+        const firstHashBlock = (c * chunkBlocks) / g.perBlock;
+        try {
+          const reply = await worker.call(tree, {
+            kind: "data",
+            offset: dataOffset + c * chunkBlocks * sb.dataBlockSize,
+            blocks,
+            storedOffset: hashOffset + (g.levelOffsets[0] ?? 0) + firstHashBlock * sb.hashBlockSize,
+          });
+          if (!reply.matches) treeMatches = false;
+          digests.set(reply.digests, firstHashBlock * digestSize);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+        bytesDone += blocks * sb.dataBlockSize;
+        options.onProgress?.({ bytesDone, bytesTotal });
+      }
+    };
+    const lanes = await Promise.allSettled(workers.flatMap((w) => Array.from({ length: IN_FLIGHT }, () => lane(w))));
+    const failure = lanes.find((l): l is PromiseRejectedResult => l.status === "rejected");
+    if (failure) throw failure.reason;
+    // Upper levels are 1/perBlock of the one below: one request each.
+    for (let level = 1; level < g.levelBlocks.length; level++) {
+      const packed = packLevel(digests, g, sb.hashBlockSize);
+      const stored = await readAtAsync(fd, hashOffset + (g.levelOffsets[level] ?? 0), packed.length);
+      if (!stored.equals(packed)) treeMatches = false;
+      const worker = workers[level % workers.length] ?? workers[0];
+      if (!worker) throw new Error("no verity hash worker");
+      digests = (await worker.call(tree, { kind: "blocks", data: packed, blocks: g.levelBlocks[level] ?? 0 })).digests;
     }
-    const stored = readAt(fd, positions[level] ?? 0, blocks.length * sb.hashBlockSize);
-    if (!stored.equals(Buffer.concat(blocks))) treeMatches = false;
-    hashes = blocks.map((b) => hashBlock(sb, b));
+    return { rootHash: Buffer.from(digests).toString("hex"), treeMatches };
+  } finally {
+    // Every request has been answered by now: no worker reads from fd once this returns.
+    releaseWorkers();
   }
-  return { rootHash: hashes[0]?.toString("hex") ?? "", treeMatches };
 }
 
 /** The root-verity-sig partition: JSON with the root hash, the signer's fingerprint and a PKCS#7 signature. */

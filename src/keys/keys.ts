@@ -1,5 +1,6 @@
-// Signing keys of an appliance, kept in DIR/keys/ (git-ignored, 0600): the verity key that signs
-// the root-verity-sig partition and the Secure Boot db key that signs systemd-boot and the UKI.
+// Keys of an appliance, kept in DIR/keys/ (git-ignored, 0600): the verity key that signs the
+// root-verity-sig partition, the Secure Boot db key that signs systemd-boot and the UKI, the OpenPGP
+// update key that signs release indexes, and the SSH login key `basalt vm ssh` uses.
 import { webcrypto } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -7,6 +8,7 @@ import { join } from "node:path";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { UserError } from "../errors.js";
+import { ensureLoginKey, type LoginKeyPaths, loginKeyPaths } from "./login-key.js";
 import { ensureUpdateKey, type UpdateKeyPaths, updateKeyPaths } from "./update-key.js";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -21,9 +23,11 @@ export interface KeySet {
   db: { key: string; certificate: string };
   /** OpenPGP key that signs update indexes (SHA256SUMS). */
   update: UpdateKeyPaths;
+  /** SSH key that logs in to the appliance (`basalt vm ssh`) where the definition authorizes it. */
+  login: LoginKeyPaths;
 }
 
-interface KeysMeta {
+export interface KeysMeta {
   dev: boolean;
   created: string;
   commonName: string;
@@ -64,9 +68,14 @@ async function createPair(commonName: string): Promise<{ keyPem: string; certPem
   return { keyPem, certPem: `${cert.toString("pem")}\n` };
 }
 
-/** Creates a key set in `dir`; refuses to overwrite one unless `force`. */
+/**
+ * Creates a key set in `dir`. A development set there is replaced; a real one only with `force`
+ * (images signed with it would no longer verify). A login key already there is kept: it signs
+ * nothing, and VMs booted earlier still accept it.
+ */
 export async function createKeySet(dir: string, options: { dev: boolean; commonName: string; force?: boolean }): Promise<KeySet> {
-  if (existsSync(join(dir, "keys.json")) && !options.force) {
+  const existing = keySetInfo(dir);
+  if (existing && !existing.dev && !options.force) {
     throw new UserError(`${dir} already holds a key set`, "pass --force to replace it (images signed with the old keys will no longer verify)");
   }
   const staging = `${dir}.tmp-${process.pid}`;
@@ -81,6 +90,7 @@ export async function createKeySet(dir: string, options: { dev: boolean; commonN
       writeFileSync(p.certificate, certPem, { mode: 0o644 });
     }
     await ensureUpdateKey(staging, options.commonName);
+    if (!existsSync(loginKeyPaths(dir).key)) ensureLoginKey(loginKeyPaths(staging).key, `${options.commonName} login`);
     const meta: KeysMeta = { dev: options.dev, created: new Date().toISOString(), commonName: options.commonName };
     writeFileSync(join(staging, "keys.json"), `${JSON.stringify(meta, null, 2)}\n`);
     // Never committed, even when the appliance lives in its own repository.
@@ -95,15 +105,30 @@ export async function createKeySet(dir: string, options: { dev: boolean; commonN
     rmSync(staging, { recursive: true, force: true });
     throw e;
   }
-  return loadKeySet(dir) as KeySet;
+  const set = loadKeySet(dir) as KeySet;
+  // A login key kept from before may have lost its public half.
+  ensureLoginKey(set.login.key, `${options.commonName} login`);
+  return set;
+}
+
+/** What keys.json says of the key set in `dir` (development or not), without loading it; undefined when there is none. */
+export function keySetInfo(dir: string): KeysMeta | undefined {
+  const metaPath = join(dir, "keys.json");
+  return existsSync(metaPath) ? (JSON.parse(readFileSync(metaPath, "utf8")) as KeysMeta) : undefined;
 }
 
 /** Loads a key set, or undefined when there is none; checks that private keys are private. */
 export function loadKeySet(dir: string): KeySet | undefined {
-  const metaPath = join(dir, "keys.json");
-  if (!existsSync(metaPath)) return undefined;
-  const meta = JSON.parse(readFileSync(metaPath, "utf8")) as KeysMeta;
-  const set: KeySet = { dir, dev: meta.dev, verity: pathsOf(dir, "verity"), db: pathsOf(dir, "db"), update: updateKeyPaths(dir) };
+  const meta = keySetInfo(dir);
+  if (!meta) return undefined;
+  const set: KeySet = {
+    dir,
+    dev: meta.dev,
+    verity: pathsOf(dir, "verity"),
+    db: pathsOf(dir, "db"),
+    update: updateKeyPaths(dir),
+    login: loginKeyPaths(dir),
+  };
   for (const name of KEY_PAIRS) {
     for (const f of [set[name].key, set[name].certificate]) {
       if (!existsSync(f)) throw new UserError(`key set ${dir} is incomplete: ${f} is missing`, "recreate it with basalt keys init --force");
@@ -111,13 +136,19 @@ export function loadKeySet(dir: string): KeySet | undefined {
     // A private key readable by others is fixed rather than used as is.
     chmodSync(set[name].key, 0o600);
   }
-  if (existsSync(set.update.key)) chmodSync(set.update.key, 0o600);
+  for (const f of [set.update.key, set.login.key]) if (existsSync(f)) chmodSync(f, 0o600);
   return set;
 }
 
-/** Adds the update signing key to a key set made before Basalt had one; true when it was added. */
-export async function ensureUpdateKeyIn(set: KeySet, commonName: string): Promise<boolean> {
-  const had = existsSync(set.update.key) && existsSync(set.update.publicKey);
+/**
+ * Adds what a key set made by an older Basalt lacks: the update signing key, the login key.
+ * Returns what was added, as the CLI names it (empty when the set was complete).
+ */
+export async function completeKeySet(set: KeySet, commonName: string): Promise<string[]> {
+  const added: string[] = [];
+  if (!existsSync(set.update.key) || !existsSync(set.update.publicKey)) added.push(`the update signing key (${set.update.key})`);
   await ensureUpdateKey(set.dir, commonName);
-  return !had;
+  if (!existsSync(set.login.key)) added.push(`the login key (${set.login.key})`);
+  ensureLoginKey(set.login.key, `${commonName} login`);
+  return added;
 }

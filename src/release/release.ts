@@ -3,11 +3,11 @@
 // to download), the UKI ships as is, and SHA256SUMS is signed with the appliance's update key.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { BuildManifest } from "../build/build.js";
-import { sha256File } from "../build/build.js";
+import { sha256File } from "../build/hash.js";
+import { buildManifestSchema } from "../contract/build-manifest.js";
 import { RELEASE_FORMAT, type ReleaseFile, type ReleaseManifest } from "../contract/release-manifest.js";
 import { loadAppliance } from "../definition/load.js";
-import { UserError } from "../errors.js";
+import { parseInput, UserError } from "../errors.js";
 import { keysDir } from "../keys/keys.js";
 import { fingerprint, signDetached, updateKeyPaths } from "../keys/update-key.js";
 import { run } from "../process/run.js";
@@ -42,7 +42,7 @@ export async function createRelease(dirArg: string, options: ReleaseOptions): Pr
   if (!existsSync(buildManifestPath)) {
     throw new UserError(`${buildDir}: no build of version ${appliance.version}`, `run 'basalt build ${dirArg}' first`);
   }
-  const build = JSON.parse(readFileSync(buildManifestPath, "utf8")) as BuildManifest;
+  const build = parseInput(buildManifestSchema, JSON.parse(readFileSync(buildManifestPath, "utf8")), buildManifestPath);
   if (build.devSigned && !options.allowDev) {
     throw new UserError(
       `${build.id} ${build.version} is signed with development keys; devices would trust them`,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { renderIndex } from "../fleet/fleet.js";
 import { parseSha256Sums, renderSha256Sums } from "./sha256sums.js";
 
 const h = (c: string) => c.repeat(64);
@@ -13,9 +14,13 @@ describe("SHA256SUMS", () => {
     expect(parseSha256Sums(text).map((e) => e.name)).toEqual(["a.raw.xz", "b.efi"]);
   });
 
-  it("writes an empty index as zero bytes (valid: no versions)", () => {
-    expect(renderSha256Sums([])).toBe("");
+  it("refuses to write an empty index: systemd-pull 257 fails on a 0-byte body, though the parser would take it", () => {
+    expect(() => renderSha256Sums([])).toThrow(/systemd-pull 257 fails on a 0-byte body/);
     expect(parseSha256Sums("")).toEqual([]);
+    // What the server shows instead: one entry no transfer pattern matches (<id>_… patterns need a '_').
+    const nothing = renderIndex([]).toString("utf8");
+    expect(parseSha256Sums(nothing).map((e) => e.name)).toEqual(["basalt-nothing-offered"]);
+    expect(nothing.length).toBeGreaterThan(0);
   });
 
   it("refuses names the client would reject, and duplicates", () => {

@@ -18,6 +18,9 @@ export function checkFileName(name: string): void {
 }
 
 export function renderSha256Sums(entries: SumEntry[]): string {
+  // sysupdate would parse an empty index, but systemd-pull 257 never gets that far: it fails on a
+  // 0-byte body ("Premature connection termination", seen in the VM suite). See fleet's renderIndex.
+  if (!entries.length) throw new UserError("an empty SHA256SUMS cannot be served: systemd-pull 257 fails on a 0-byte body");
   const seen = new Set<string>();
   const lines = [...entries]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))

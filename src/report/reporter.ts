@@ -73,3 +73,22 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
     fail: () => end(false),
   };
 }
+
+/**
+ * Runs a command's `work` with its reporter: on success the current phase ends as done; whatever
+ * fails ends it through `fail()` (the live line becomes a ✖) and is thrown on, unprinted, for the
+ * CLI entry (src/cli/main.ts) to print and turn into an exit code.
+ */
+export async function runReported<T>(reporter: Reporter, work: (reporter: Reporter) => Promise<T> | T): Promise<T> {
+  try {
+    const value = await work(reporter);
+    reporter.done();
+    return value;
+  } catch (e) {
+    // The command's error is what the user must see, even if the terminal went away under the reporter.
+    try {
+      reporter.fail();
+    } catch {}
+    throw e;
+  }
+}

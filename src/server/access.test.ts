@@ -6,6 +6,7 @@ import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import Fastify from "fastify";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OPERATOR_TOKEN, startTestServer, type TestServer } from "../../tests/support/fleet-server.js";
 import { rawRequest } from "../../tests/support/raw-http.js";
@@ -71,7 +72,7 @@ async function fleetState(): Promise<string> {
     "sessions",
   ];
   const counts: Record<string, unknown> = {};
-  for (const t of tables) counts[t] = await s.fleet.db.sql.all(`SELECT * FROM ${t}`);
+  for (const t of tables) counts[t] = (await sql`SELECT * FROM ${sql.table(t)}`.execute(s.fleet.db.kysely)).rows;
   const files: string[] = [];
   const walk = (dir: string) => {
     for (const e of readdirSync(dir)) {

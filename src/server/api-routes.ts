@@ -184,7 +184,7 @@ export function registerApiRoutes(scope: FastifyInstance, fleet: Fleet, o: ApiRo
   }));
 
   app.post("/api/v1/device-tokens/:id/:machine", { config, schema: { params: device } }, async (req) => {
-    await fleet.db.audit(fleet.now(), operatorOf(req), "device-token", { id: req.params.id, machine: req.params.machine });
+    await fleet.record(operatorOf(req), "device-token", { id: req.params.id, machine: req.params.machine });
     return { token: deviceToken(o.auth.secret, req.params.id, req.params.machine), credential: "basalt.report-token" };
   });
 
@@ -196,9 +196,7 @@ export function registerApiRoutes(scope: FastifyInstance, fleet: Fleet, o: ApiRo
       const target = req.body?.operator ?? self;
       // A dashboard session may end only its own operator's sessions; the operator token any.
       if (target !== self && req.principal?.session) throw new AccessDenied(403, "a session may only sign its own operator out everywhere");
-      const ended = await o.sessions.closeAll(target);
-      await fleet.db.audit(fleet.now(), self, "sign-out-everywhere", { operator: target, sessions: ended });
-      return { operator: target, ended };
+      return { operator: target, ended: await o.sessions.closeAll(target, self) };
     },
   );
 

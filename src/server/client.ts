@@ -1,6 +1,6 @@
 // The operator API from the command line (basalt publish, basalt fleet): one request helper that
 // turns network failures and refusals into one-line errors naming the URL.
-import { UserError } from "../errors.js";
+import { errorFromStatus, UserError } from "../errors.js";
 
 export class ApiClient {
   readonly base: string;
@@ -31,7 +31,7 @@ export class ApiClient {
       try {
         msg = (JSON.parse(text) as { error?: string }).error ?? text;
       } catch {}
-      throw new UserError(`${method} ${url}: ${res.status} ${msg}`);
+      throw errorFromStatus(res.status, `${method} ${url}: ${res.status} ${msg}`);
     }
     return (text ? JSON.parse(text) : undefined) as T;
   }

@@ -14,6 +14,7 @@ import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import * as ids from "../contract/ids.js";
 import { deviceReportSchema } from "../contract/report.js";
+import { DEVICE_ROUTES } from "../contract/urls.js";
 import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
 
 declare module "fastify" {
@@ -83,11 +84,11 @@ export function registerDeviceRoutes(scope: FastifyInstance, fleet: Fleet, o: De
         } as Parameters<FastifyReply["sendFile"]>[2])
     );
   };
-  app.get("/v1/:channel/:image/:arch/:machine/:booted/:file", { config, schema: { params: fileParams } }, serve);
-  app.get("/v1/:channel/:image/:arch/:machine/:booted/:boot/:file", { config, schema: { params: fileParamsWithBoot } }, serve);
+  app.get(DEVICE_ROUTES.file, { config, schema: { params: fileParams } }, serve);
+  app.get(DEVICE_ROUTES.bootFile, { config, schema: { params: fileParamsWithBoot } }, serve);
 
   app.post(
-    "/v1/:channel/:image/:arch/:machine/report",
+    DEVICE_ROUTES.report,
     { bodyLimit: 64 * 1024, config: { ...config, access: "device-report" }, schema: { params: reportParams, body: deviceReportSchema } },
     async (req, reply) => {
       const d = req.params;

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { manifestFor } from "../../tests/support/fleet-server.js";
+import { deviceFileUrl } from "../contract/urls.js";
 import { ensureUpdateKey, signDetached, type UpdateKeyPaths, verifyDetached } from "../keys/update-key.js";
 import { parseSha256Sums } from "../release/sha256sums.js";
 import { createServer, openFleet } from "./server.js";
@@ -12,7 +13,7 @@ import { createServer, openFleet } from "./server.js";
 const TOKEN = "s3cret-operator-token";
 const auth = { authorization: `Bearer ${TOKEN}` };
 const MID = "0123456789abcdef0123456789abcdef";
-const dev = (file: string, machine = MID, channel = "stable") => `/v1/${channel}/demo/x86-64/${machine}/1.0/${file}`;
+const dev = (file: string, machine = MID, channel = "stable") => deviceFileUrl("", { channel, image: "demo", arch: "x86-64", machine, booted: "1.0" }, file);
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 let key: UpdateKeyPaths;

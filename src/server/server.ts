@@ -66,7 +66,7 @@ export function errorReply(error: unknown, req: FastifyRequest): { status: numbe
 export function createServer(options: ServerOptions): FastifyInstance {
   const { fleet } = options;
   const auth = new Auth(options.auth);
-  const sessions = new Sessions(fleet.db, auth, options.sessionSeconds, fleet.now);
+  const sessions = new Sessions(fleet, auth, options.sessionSeconds);
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const listener = createListener(timeouts, options.tls);
   // One structured access line per request (onResponse below) instead of Fastify's two.

@@ -87,7 +87,7 @@ describe("dashboard sessions", () => {
     await a.get("/ui/login");
     await a.post("/ui/login", { name: "alice", password: "alices-long-password", next: "/ui/" });
     expect(a.cookies[SESSION_COOKIE]).not.toBe(first);
-    const rows = await s.fleet.db.sql.all<{ id_hash: string }>("SELECT id_hash FROM sessions");
+    const rows = await s.fleet.db.kysely.selectFrom("sessions").select("id_hash").execute();
     const id = s.app.unsignCookie(String(a.cookies[SESSION_COOKIE])).value ?? "";
     expect(id.length).toBeGreaterThan(40);
     for (const r of rows) expect(r.id_hash).not.toContain(id);

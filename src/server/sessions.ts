@@ -5,7 +5,8 @@
 // opened with is replaced, or after `sessionSeconds`.
 import { createHash, randomBytes } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { FleetDb, SessionRecord } from "../fleet/db/fleet-db.js";
+import type { SessionRecord } from "../fleet/db/fleet-db.js";
+import type { Fleet } from "../fleet/fleet.js";
 import type { Auth } from "./auth.js";
 
 export const SESSION_COOKIE = "basalt_session";
@@ -17,22 +18,31 @@ export class Sessions {
   private lastSweep = 0;
 
   constructor(
-    private readonly db: FleetDb,
+    private readonly fleet: Fleet,
     private readonly auth: Auth,
     sessionSeconds = 12 * 3600,
-    private readonly now: () => number = Date.now,
   ) {
     this.ms = sessionSeconds * 1000;
   }
 
+  private get db() {
+    return this.fleet.db;
+  }
+
+  private now(): number {
+    return this.fleet.now();
+  }
+
   /** Opens a session for a signed-in operator and sets its cookie; any session the browser had ends. */
   async open(req: FastifyRequest, reply: FastifyReply, operator: string, credential: string): Promise<SessionRecord> {
-    await this.close(req, reply);
+    await this.close(req, reply, false);
     const id = randomBytes(32).toString("base64url");
     const at = this.now();
     const record: SessionRecord = { idHash: hashId(id), operator, credential, createdAt: at, expiresAt: at + this.ms, peer: req.ip };
     await this.db.putSession(record);
     reply.setCookie(SESSION_COOKIE, id, { path: "/", httpOnly: true, sameSite: "strict", secure: "auto", signed: true, maxAge: this.ms / 1000 });
+    await this.fleet.record(operator, "sign-in", { via: "dashboard", peer: req.ip });
+    await this.sweep(at);
     return record;
   }
 
@@ -53,20 +63,24 @@ export class Sessions {
   }
 
   /** Signs the browser out: its session ends on every replica. */
-  async close(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  async close(req: FastifyRequest, reply: FastifyReply, audit = true): Promise<void> {
     const s = await this.find(req);
-    if (s) await this.db.deleteSession(s.idHash);
+    if (s) {
+      await this.db.deleteSession(s.idHash);
+      if (audit) await this.fleet.record(s.operator, "sign-out", { via: "dashboard" });
+    }
     if (req.cookies[SESSION_COOKIE]) reply.clearCookie(SESSION_COOKIE, { path: "/" });
   }
 
-  /** Ends every session of `operator` ("sign out everywhere"); returns how many there were. */
-  async closeAll(operator: string): Promise<number> {
-    return this.db.deleteSessions(operator);
+  /** Ends every session of `operator` ("sign out everywhere"), on behalf of `actor`; returns how many there were. */
+  async closeAll(operator: string, actor: string): Promise<number> {
+    const ended = await this.db.deleteSessions(operator);
+    await this.fleet.record(actor, "sign-out-everywhere", { operator, sessions: ended });
+    return ended;
   }
 
   /** Drops expired sessions now and then (on sign-in), so the table does not grow forever. */
-  async sweep(): Promise<void> {
-    const at = this.now();
+  private async sweep(at: number): Promise<void> {
     if (at - this.lastSweep < 3600_000) return;
     this.lastSweep = at;
     await this.db.deleteExpiredSessions(at);

@@ -1,6 +1,6 @@
 // The JSON shapes the API answers with, apart from the database's own records.
+import { compareVersions } from "../contract/version.js";
 import type { ChannelRecord } from "../fleet/db/fleet-db.js";
-import { compareVersions } from "../fleet/versions.js";
 
 export interface ChannelView {
   id: string;

@@ -2,7 +2,7 @@
 // UEFI variables, a persistent swtpm state and a stable SMBIOS UUID, so the machine-id, the TPM-bound
 // /var and the boot counters survive restarts exactly as on a device.
 import { randomUUID } from "node:crypto";
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { UserError } from "../errors.js";
@@ -124,6 +124,30 @@ export class Vm {
     return new Vm(root, config, tools);
   }
 
+  /**
+   * A new VM in `dir` that continues a saved one (saveState): its disk is an overlay of the saved
+   * disk, its UEFI variables a copy, and its first start resumes the saved machine (memory, devices,
+   * TPM) instead of booting. Every clone is the same machine (machine-id, boot id, keys); only the
+   * host ports differ.
+   */
+  static async restore(snapshot: string, dir: string, tools: VmTools, options: { ports?: number[] } = {}): Promise<Vm> {
+    const saved = JSON.parse(readFileSync(join(snapshot, "vm.json"), "utf8")) as VmConfig;
+    const root = resolve(dir);
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(join(root, "tpm"), { recursive: true });
+    const forwards: Record<string, number> = {};
+    for (const guest of new Set([...Object.keys(saved.forwards), ...(options.ports ?? []).map(String)])) forwards[guest] = await freePort();
+    const config: VmConfig = { ...saved, forwards };
+    const q = (argv: string[]) => run([...tools.prefix, ...argv], { env: tools.env, capture: true });
+    await q(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", join(snapshot, "disk.qcow2"), join(root, "disk.qcow2")]);
+    copyFileSync(join(snapshot, "efivars.fd"), join(root, "efivars.fd"));
+    // The TPM's state comes with the machine state; swtpm starts from an empty one it overwrites.
+    await q(["swtpm_setup", "--tpm-state", join(root, "tpm"), "--tpm2", "--pcr-banks", "sha256", "--config", "/dev/null"]);
+    writeFileSync(join(root, "vm.json"), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+    writeFileSync(join(root, "incoming"), join(snapshot, "state"));
+    return new Vm(root, config, tools);
+  }
+
   static open(dir: string, tools: VmTools): Vm {
     const root = resolve(dir);
     const file = join(root, "vm.json");
@@ -169,6 +193,10 @@ export class Vm {
 
   async start(options: { detach?: boolean } = {}): Promise<VmRuntime> {
     if (this.running()) throw new UserError(`VM ${this.dir} is already running`);
+    // A restored VM resumes its saved state once; later starts boot.
+    const incomingFile = join(this.dir, "incoming");
+    const incoming = existsSync(incomingFile) ? readFileSync(incomingFile, "utf8") : undefined;
+    rmSync(incomingFile, { force: true });
     const accel = await detectAccel(this.tools);
     const sock = join(this.dir, "swtpm.sock");
     rmSync(sock, { force: true });
@@ -184,7 +212,7 @@ export class Vm {
     }
     const qmpSock = join(this.dir, "qmp.sock");
     rmSync(qmpSock, { force: true });
-    const qemu = spawnDaemon([...this.tools.prefix, ...this.qemuArgv(accel, sock, qmpSock)], {
+    const qemu = spawnDaemon([...this.tools.prefix, ...this.qemuArgv(accel, sock, qmpSock), ...(incoming ? ["-incoming", `file:${incoming}`] : [])], {
       logFile: join(this.dir, "qemu.log"),
       env: this.tools.env,
       ...(options.detach ? { detach: true } : {}),
@@ -201,7 +229,26 @@ export class Vm {
       const log = existsSync(join(this.dir, "qemu.log")) ? readFileSync(join(this.dir, "qemu.log"), "utf8").trim().split("\n").slice(-3).join(" ") : "";
       throw new UserError(`QEMU did not start: ${log}`, `see ${join(this.dir, "qemu.log")}`);
     }
+    if (incoming) await this.resume();
     return rt;
+  }
+
+  /** Waits for a restored state to be loaded, then lets the machine run (it was saved paused). */
+  private async resume(): Promise<void> {
+    const qmp = await Qmp.connect(join(this.dir, "qmp.sock"));
+    try {
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const m = (await qmp.execute("query-migrate")) as { status?: string; "error-desc"?: string };
+        if (m.status === "completed") break;
+        if (m.status === "failed") throw new UserError(`restoring the VM's state failed: ${m["error-desc"] ?? "failed"}`, `see ${join(this.dir, "qemu.log")}`);
+        if (Date.now() > deadline) throw new UserError("restoring the VM's state took more than 5 minutes");
+        await sleep(200);
+      }
+      await qmp.execute("cont");
+    } finally {
+      qmp.close();
+    }
   }
 
   private qemuArgv(accel: Accel, tpmSock: string, qmpSock: string): string[] {
@@ -262,6 +309,48 @@ export class Vm {
     ];
   }
 
+  /**
+   * Saves the running machine into `target` (memory, devices, the TPM's state through QEMU's
+   * tpm-emulator migration, the disk overlay and UEFI variables) and stops it: Vm.restore continues
+   * it, as often as wanted, seconds instead of a boot.
+   */
+  async saveState(target: string): Promise<void> {
+    mkdirSync(target, { recursive: true });
+    const qmp = await Qmp.connect(join(this.dir, "qmp.sock"));
+    try {
+      await qmp.execute("stop");
+      await qmp.execute("migrate", { uri: `file:${join(resolve(target), "state")}` });
+      const deadline = Date.now() + 300_000;
+      for (;;) {
+        const info = (await qmp.execute("query-migrate")) as { status?: string; "error-desc"?: string };
+        if (info.status === "completed") break;
+        if (info.status === "failed" || info.status === "cancelled") throw new UserError(`saving the VM's state failed: ${info["error-desc"] ?? info.status}`);
+        if (Date.now() > deadline) throw new UserError("saving the VM's state took more than 5 minutes");
+        await sleep(200);
+      }
+    } finally {
+      qmp.close();
+    }
+    this.kill();
+    renameSync(join(this.dir, "disk.qcow2"), join(target, "disk.qcow2"));
+    copyFileSync(join(this.dir, "efivars.fd"), join(target, "efivars.fd"));
+    writeFileSync(join(target, "vm.json"), `${JSON.stringify(this.config, null, 2)}\n`, { mode: 0o600 });
+  }
+
+  /** Runs a qemu-io command on the running VM's disk, through QEMU itself (safe while the guest runs); returns its output. */
+  async diskIo(command: string): Promise<string> {
+    // HMP's qemu-io prints to QEMU's own output (qemu.log), not to the monitor.
+    const log = join(this.dir, "qemu.log");
+    const mark = existsSync(log) ? statSync(log).size : 0;
+    const qmp = await Qmp.connect(join(this.dir, "qmp.sock"));
+    try {
+      await qmp.execute("human-monitor-command", { "command-line": `qemu-io disk "${command}"` });
+    } finally {
+      qmp.close();
+    }
+    return readFileSync(log).subarray(mark).toString("utf8");
+  }
+
   /** Forwards one more guest TCP port to loopback while the VM runs; returns the host port. */
   async forward(guestPort: number): Promise<number> {
     const hostPort = await freePort();
@@ -282,8 +371,8 @@ export class Vm {
       const text = plainText(this.serialSince(options.mark));
       const m = text.match(pattern);
       if (m) return m;
-      if (!this.running()) throw new Error(`the VM stopped while waiting for ${pattern}`);
-      if (Date.now() > deadline) throw new Error(`timed out after ${options.timeoutMs / 1000} s waiting for ${pattern} on the console`);
+      if (!this.running()) throw this.notUp(`the VM stopped while waiting for ${pattern}`);
+      if (Date.now() > deadline) throw this.notUp(`timed out after ${options.timeoutMs / 1000} s waiting for ${pattern} on the console`);
       await sleep(500);
     }
   }
@@ -294,15 +383,21 @@ export class Vm {
     const deadline = Date.now() + timeoutMs;
     let last = "";
     for (;;) {
-      if (!this.running()) throw new Error(`the VM stopped before SSH came up (last: ${last || "no answer"})`);
+      if (!this.running()) throw this.notUp(`the VM stopped before SSH came up (last: ${last || "no answer"})`);
       try {
         return await Ssh.connect({ port: this.sshPort, user: this.config.user }, key, 8000);
       } catch (e) {
         last = (e as Error).message;
       }
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for SSH (last: ${last})`);
+      if (Date.now() > deadline) throw this.notUp(`the VM did not come up: no SSH after ${timeoutMs / 1000} s (last: ${last})`);
       await sleep(2000);
     }
+  }
+
+  /** A guest that does not come up is the image's or the machine's problem, not Basalt's: say where to look. */
+  private notUp(message: string): UserError {
+    const tail = this.consoleTail(1).trim();
+    return new UserError(message, `the guest's console is in ${this.serialLog}${tail ? ` (last line: ${tail.slice(0, 160)})` : ""}`);
   }
 
   privateKey(): string {
@@ -348,7 +443,7 @@ export class Vm {
   async waitStopped(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.running()) {
-      if (Date.now() > deadline) throw new Error(`the VM did not stop within ${timeoutMs / 1000} s`);
+      if (Date.now() > deadline) throw this.notUp(`the VM did not stop within ${timeoutMs / 1000} s`);
       await sleep(500);
     }
     this.kill();

@@ -1,10 +1,10 @@
 // SSH into a guest from Node (ssh2): no ssh client needed on the host, exit codes kept, and a
 // password attempt can be made to prove it is refused.
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import ssh2 from "ssh2";
 
 // ssh2 is CommonJS: its classes come from the default export under ESM.
-const { Client, utils } = ssh2;
+const { Client } = ssh2;
 type Client = InstanceType<typeof Client>;
 
 export interface ExecResult {
@@ -111,13 +111,27 @@ export function passwordAccepted(target: SshTarget, password: string, timeoutMs 
   });
 }
 
-/** Creates an ed25519 login key pair (private 0600); returns the public key line. */
-export function ensureLoginKey(privatePath: string, comment: string): string {
-  if (!existsSync(privatePath)) {
-    const pair = utils.generateKeyPairSync("ed25519", { comment });
-    writeFileSync(privatePath, pair.private, { mode: 0o600 });
-    writeFileSync(`${privatePath}.pub`, `${pair.public}\n`);
+/**
+ * Waits until an SSH server answers on loopback `port` with its banner (QEMU's port forward accepts
+ * connections before the guest listens, so a connection alone proves nothing). False when
+ * `stillRunning` says the machine went away or `timeoutMs` passed.
+ */
+export async function waitForSshBanner(port: number, timeoutMs: number, stillRunning: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && stillRunning()) {
+    const answered = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: "127.0.0.1", port });
+      const done = (ok: boolean) => {
+        socket.destroy();
+        resolve(ok);
+      };
+      socket.setTimeout(5000, () => done(false));
+      socket.on("data", (d: Buffer) => done(d.toString("latin1").startsWith("SSH-")));
+      socket.on("error", () => done(false));
+      socket.on("close", () => done(false));
+    });
+    if (answered) return true;
+    await new Promise((r) => setTimeout(r, 1000));
   }
-  chmodSync(privatePath, 0o600);
-  return readFileSync(`${privatePath}.pub`, "utf8").trim();
+  return false;
 }

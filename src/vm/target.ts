@@ -4,6 +4,8 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { loadAppliance, resolveDefinitionPath } from "../definition/load.js";
 import { UserError } from "../errors.js";
+import { keysDir } from "../keys/keys.js";
+import { loginKeyPaths, publicKeyBlobOf, publicKeyBlobs } from "../keys/login-key.js";
 
 export interface VmTarget {
   vmDir: string;
@@ -12,13 +14,21 @@ export interface VmTarget {
   identity?: string;
 }
 
-const isPrivateKey = (path: string) => existsSync(path) && statSync(path).isFile() && readFileSync(path, "utf8").includes("PRIVATE KEY");
-
-/** The login key of an appliance: keys/login_ed25519, or the private half next to its authorized_keys. */
+/**
+ * The login key of an appliance: its key set's (keys/login_ed25519) or the private half next to its
+ * authorized_keys file, whichever that file authorizes. None when it authorizes only other keys (a
+ * user's own, as `basalt init` writes): ssh then offers the user's keys.
+ */
 export function applianceIdentity(dir: string, authorizedKeys: string): string | undefined {
-  const candidates = [join(dir, "keys", "login_ed25519")];
+  const file = resolve(dir, authorizedKeys);
+  if (!existsSync(file) || !statSync(file).isFile()) return undefined;
+  const authorized = new Set(publicKeyBlobs(readFileSync(file, "utf8")));
+  const candidates = [loginKeyPaths(keysDir(dir)).key];
   if (authorizedKeys.endsWith(".pub")) candidates.push(resolve(dir, authorizedKeys.slice(0, -4)));
-  return candidates.find(isPrivateKey);
+  return candidates.find((c) => {
+    const blob = publicKeyBlobOf(c);
+    return blob !== undefined && authorized.has(blob);
+  });
 }
 
 export function resolveVmTarget(arg: string, name: string, vmDirOption?: string): VmTarget {

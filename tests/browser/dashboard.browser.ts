@@ -1,14 +1,15 @@
 // The dashboard in a real headless Chromium against a real basalt serve: 40 simulated devices on
 // 1.0 poll, download, reboot and report over HTTP while an operator signs in, reads the fleet,
 // pauses, resumes and raises the 2.0 rollout with the forms, and watches the live chart catch up
-// with the devices that update afterwards (without reloading the page). The screenshots in
-// docs/screenshots/ are taken on the way.
+// with the devices that update afterwards (without reloading the page). Screenshots are taken on
+// the way (into docs/screenshots/ with UPDATE_SCREENSHOTS=1: `npm run screenshots`).
 //
 // The fleet's clock runs some minutes behind real time and catches up in jumps: devices keep the
 // index they were shown for two minutes, so the devices can only see the raised rollout once that
 // much fleet time has passed, and the paused span gets a visible width on the chart.
 import { createHash } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -18,7 +19,9 @@ import { hashPassword } from "../../src/server/auth.js";
 import { startTestServer, type TestServer } from "../support/fleet-server.js";
 import { SimulatedDevice } from "../support/simulated-device.js";
 
-const SHOTS = fileURLToPath(new URL("../../docs/screenshots/", import.meta.url));
+// docs/screenshots/ only on `npm run screenshots`; a test run leaves the documentation alone.
+const SHOTS =
+  process.env.UPDATE_SCREENSHOTS === "1" ? fileURLToPath(new URL("../../docs/screenshots/", import.meta.url)) : mkdtempSync(join(tmpdir(), "basalt-shots-"));
 const PASSWORD = "correct horse battery staple";
 const DEVICES = 40;
 

@@ -4,7 +4,6 @@
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll } from "vitest";
 import { run } from "../../src/process/run.js";
 import { freePort } from "../../src/vm/machine.js";
 
@@ -53,36 +52,10 @@ export async function startPostgres(): Promise<PostgresServer> {
 /** A fresh, empty database on `server` for one test. */
 export async function freshDatabase(server: PostgresServer, name: string): Promise<string> {
   const { openPostgres } = await import("../../src/fleet/db/sql.js");
+  const { sql } = await import("kysely");
   const admin = await openPostgres(server.url);
-  await admin.run(`DROP DATABASE IF EXISTS ${name}`);
-  await admin.run(`CREATE DATABASE ${name}`);
-  await admin.close();
+  await sql.raw(`DROP DATABASE IF EXISTS ${name}`).execute(admin);
+  await sql.raw(`CREATE DATABASE ${name}`).execute(admin);
+  await admin.destroy();
   return server.url.replace(/\/postgres$/, `/${name}`);
-}
-
-export type Engine = "sqlite" | "postgres";
-
-/**
- * The database engines a fleet suite runs against: SQLite, and PostgreSQL on a throwaway server this
- * starts before the file's tests and stops after them. BASALT_SKIP_POSTGRES=1 leaves PostgreSQL out
- * (for a quick run where Debian's postgresql package cannot be installed; npm test never sets it).
- */
-export function databaseEngines(label: string): { engines: Engine[]; fresh(engine: Engine): Promise<string | undefined> } {
-  const skip = process.env.BASALT_SKIP_POSTGRES === "1";
-  let server: PostgresServer | undefined;
-  let count = 0;
-  beforeAll(async () => {
-    if (!skip) server = await startPostgres();
-  }, 60_000);
-  afterAll(async () => {
-    await server?.stop();
-  });
-  return {
-    engines: skip ? ["sqlite"] : ["sqlite", "postgres"],
-    /** An empty PostgreSQL database for one test, or undefined for SQLite (the caller's file). */
-    async fresh(engine) {
-      if (engine !== "postgres" || !server) return undefined;
-      return freshDatabase(server, `${label}_${process.pid}_${++count}`);
-    },
-  };
 }

@@ -7,9 +7,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { ReleaseManifest } from "../../src/contract/release-manifest.js";
-import type { Sql } from "../../src/fleet/db/sql.js";
 import { openFleet } from "../../src/server/server.js";
 import { fakeSign, type KillPoint, type PublishInProcessOptions, publishInProcess, type StandIn } from "./publishing.js";
+import { hookStatements } from "./sql-faults.js";
 
 interface ChildOptions {
   data: string;
@@ -56,18 +56,8 @@ async function main(o: ChildOptions): Promise<void> {
       db.commitRelease = die;
       break;
     case "commit-db-transaction": {
-      const sql = db.sql;
-      const transaction = sql.transaction.bind(sql);
-      sql.transaction = (fn) =>
-        transaction((tx) => {
-          const killing = Object.create(tx) as Sql;
-          killing.run = async (statement, params) => {
-            const out = await tx.run(statement, params);
-            if (statement.startsWith("INSERT INTO releases ")) die();
-            return out;
-          };
-          return fn(killing);
-        });
+      const transaction = db.transaction.bind(db);
+      db.transaction = (fn) => transaction((tx) => fn(hookStatements(tx, /^insert into "releases" /, { after: die })));
       break;
     }
     case "promote":

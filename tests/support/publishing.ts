@@ -83,7 +83,7 @@ export async function publishedState(fleet: Fleet, data: string, r: StandIn): Pr
   const { id, version } = r.manifest;
   const names = r.manifest.files.map((f) => f.name).sort();
   const recorded = await fleet.db.release(id, version);
-  const rows = (await fleet.db.sql.all<{ name: string }>("SELECT name FROM release_files WHERE image = ? AND version = ?", [id, version]))
+  const rows = (await fleet.db.kysely.selectFrom("release_files").select("name").where("image", "=", id).where("version", "=", version).execute())
     .map((x) => x.name)
     .sort();
   const dir = join(data, "releases", id, version);

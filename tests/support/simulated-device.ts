@@ -3,7 +3,8 @@
 // offered version's files downloaded (UKI last), a reboot into it, and the report unit's posts.
 // The browser test, the fleet tests and the load benchmark drive fleets of these.
 import { randomBytes } from "node:crypto";
-import { compareVersions } from "../../src/fleet/versions.js";
+import { deviceFileUrl, reportUrl } from "../../src/contract/urls.js";
+import { compareVersions } from "../../src/contract/version.js";
 import { parseSha256Sums } from "../../src/release/sha256sums.js";
 
 export interface SimulatedDeviceOptions {
@@ -45,14 +46,14 @@ export class SimulatedDevice {
     this.version = o.version;
   }
 
-  private get base(): string {
-    return `${this.o.server.replace(/\/+$/, "")}/v1/${this.channel}/${this.image}/${this.arch}/${this.machine}/${this.version}/${this.bootId}`;
+  private url(file: string): string {
+    return deviceFileUrl(this.o.server, { ...this, booted: this.version, boot: this.bootId }, file);
   }
 
   /** One check, as systemd-pull does it: SHA256SUMS and SHA256SUMS.gpg at the same time. */
   async poll(): Promise<PollResult> {
     const start = performance.now();
-    const [index, sig] = await Promise.all([fetch(`${this.base}/SHA256SUMS`), fetch(`${this.base}/SHA256SUMS.gpg`)]);
+    const [index, sig] = await Promise.all([fetch(this.url("SHA256SUMS")), fetch(this.url("SHA256SUMS.gpg"))]);
     const text = await index.text();
     await sig.arrayBuffer();
     const ms = performance.now() - start;
@@ -75,7 +76,7 @@ export class SimulatedDevice {
     if (!offered) return undefined;
     const ordered = [...this.files.filter((f) => !f.endsWith(".efi")), ...this.files.filter((f) => f.endsWith(".efi"))];
     for (const f of ordered) {
-      const r = await fetch(`${this.base}/${f}`);
+      const r = await fetch(this.url(f));
       await r.arrayBuffer();
       if (!r.ok) throw new Error(`${f}: ${r.status}`);
     }
@@ -106,7 +107,7 @@ export class SimulatedDevice {
       var_free_bytes: 5e9,
       entries: extra.entries ?? [`${this.image}_${this.version}.efi`],
     };
-    const r = await fetch(`${this.o.server.replace(/\/+$/, "")}/v1/${this.channel}/${this.image}/${this.arch}/${this.machine}/report`, {
+    const r = await fetch(reportUrl(this.o.server, this), {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${this.o.token}` },
       body: JSON.stringify(body),

@@ -59,10 +59,11 @@ describe("basalt fleet", () => {
 
   it("says what is wrong in one line, without a stack trace", async () => {
     const bad = await basalt(["fleet", "rollout", "demo", "stable", "9.9", "--percent", "10"]);
-    expect(bad.code).toBe(1);
+    // Exit codes say what kind of failure it was: 3 not found, 5 refused (errors.ts exitCode).
+    expect(bad.code).toBe(3);
     expect(bad.stderr).toMatch(/^error: POST .*\/api\/v1\/rollouts\/demo\/stable\/9\.9: 404 demo 9\.9 is not offered on stable\n$/);
     const refused = await basalt(["fleet", "status"], "not-the-operator-token");
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(5);
     expect(refused.stderr).toMatch(/401/);
     expect(refused.stderr).not.toMatch(/at .*\.ts:\d+/);
     const percent = await basalt(["fleet", "rollout", "demo", "stable", "2.0", "--percent", "150"]);

@@ -57,7 +57,7 @@ else
 fi
 # $retry is split on purpose.
 printf '%s' "$body" | curl -fsS $retry -H @"$dir/header" -H 'Content-Type: application/json' --data-binary @- \
-  "@URL@/$IMAGE_ID/@ARCH@/$machine/report"
+  "@URL@"
 status=$?
 rm -f "$dir/header"
 # Reporting is best effort: a server out of reach must not leave a failed unit, which would make

@@ -1,15 +1,18 @@
 // Versioned schema migrations, applied in order at start-up and recorded in schema_migrations.
-// A migration is never edited once released: a change is a new entry at the end.
-import type { Dialect, Sql } from "./sql.js";
+// A migration is never edited once released: a change is a new entry at the end. Each is plain DDL
+// (no values) for the engine at hand, run through Kysely's raw SQL; tables.ts describes the result.
+import { type Kysely, sql } from "kysely";
+import { type Engine, engineOf } from "./sql.js";
+import type { Database } from "./tables.js";
 
 interface Migration {
   version: number;
   name: string;
-  sql: (d: Dialect) => string[];
+  sql: (d: Engine) => string[];
 }
 
-const serial = (d: Dialect) => (d === "postgres" ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT");
-const blob = (d: Dialect) => (d === "postgres" ? "BYTEA" : "BLOB");
+const serial = (d: Engine) => (d === "postgres" ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT");
+const blob = (d: Engine) => (d === "postgres" ? "BYTEA" : "BLOB");
 
 export const MIGRATIONS: Migration[] = [
   {
@@ -85,17 +88,21 @@ export const MIGRATIONS: Migration[] = [
   },
 ];
 
-/** Brings the schema up to date; replicas starting at once take turns (an advisory lock on PostgreSQL). */
-export async function migrate(sql: Sql): Promise<number[]> {
-  return sql.transaction(async (tx) => {
-    if (tx.dialect === "postgres") await tx.run("SELECT pg_advisory_xact_lock(4242001)");
-    await tx.run("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)");
-    const done = new Set((await tx.all<{ version: number }>("SELECT version FROM schema_migrations")).map((r) => Number(r.version)));
+/** Replicas starting at once take turns on this PostgreSQL advisory lock (held until the migration's transaction ends). */
+const MIGRATION_LOCK = 4242001;
+
+/** Brings the schema up to date in one transaction and returns the versions it applied. */
+export async function migrate(db: Kysely<Database>): Promise<number[]> {
+  const engine = engineOf(db);
+  return db.transaction().execute(async (tx) => {
+    if (engine === "postgres") await sql`SELECT pg_advisory_xact_lock(${sql.lit(MIGRATION_LOCK)})`.execute(tx);
+    await sql`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`.execute(tx);
+    const done = new Set((await tx.selectFrom("schema_migrations").select("version").execute()).map((r) => Number(r.version)));
     const applied: number[] = [];
     for (const m of MIGRATIONS) {
       if (done.has(m.version)) continue;
-      for (const statement of m.sql(tx.dialect)) await tx.run(statement);
-      await tx.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)", [m.version, m.name, Date.now()]);
+      for (const statement of m.sql(engine)) await sql.raw(statement).execute(tx);
+      await tx.insertInto("schema_migrations").values({ version: m.version, name: m.name, applied_at: Date.now() }).execute();
       applied.push(m.version);
     }
     return applied;

@@ -3,9 +3,9 @@
 // posts back to the server with the session's CSRF token and returns here with a flash message.
 
 import type { ReleaseManifest } from "../../contract/release-manifest.js";
+import { compareVersions } from "../../contract/version.js";
 import type { AuditEntry, DeviceFilter, Pin, ReleaseStats, Rollout, RolloutChange, StoredEvent } from "../../fleet/db/fleet-db.js";
 import type { Device } from "../../fleet/inventory.js";
-import { compareVersions } from "../../fleet/versions.js";
 import { type ChartInput, renderChartFragment } from "./chart.js";
 import { badge, deviceHref, healthBadge, recoveryNote, renderDetail, rolloutHref, rolloutState, shareBar } from "./components.js";
 import { formatBytes, formatDuration, formatUtc, percentOf, timeAgo } from "./format.js";

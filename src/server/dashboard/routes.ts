@@ -8,9 +8,8 @@ import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import * as ids from "../../contract/ids.js";
 import { rolloutPatch } from "../../contract/rollout.js";
-import { AccessDenied, UserError } from "../../errors.js";
+import { AccessDenied, parseInput, UserError } from "../../errors.js";
 import type { Fleet, RolloutPatch } from "../../fleet/fleet.js";
-import { parseInput } from "../../fleet/fleet.js";
 import { checkTransport, operatorOf } from "../access.js";
 import { deviceFilter, deviceQuery } from "../api-routes.js";
 import type { Auth } from "../auth.js";
@@ -211,8 +210,6 @@ export function registerDashboard(scope: FastifyInstance, fleet: Fleet, o: Dashb
           }
           // A new session id at every sign-in: an id planted before cannot be used after.
           const s = await sessions.open(req, reply, r.operator, r.credential);
-          await sessions.sweep();
-          await fleet.db.audit(fleet.now(), s.operator, "sign-in", { via: "dashboard", peer: req.ip });
           req.log.info({ operator: s.operator, peer: req.ip }, "dashboard: signed in");
           return reply.redirect(next, 303);
         },
@@ -220,15 +217,13 @@ export function registerDashboard(scope: FastifyInstance, fleet: Fleet, o: Dashb
 
       ui.post("/logout", { config, schema: { body: formOf({}) } }, async (req, reply) => {
         await sessions.close(req, reply);
-        await fleet.db.audit(fleet.now(), operatorOf(req), "sign-out", { via: "dashboard" });
         return reply.redirect("/ui/login", 303);
       });
 
       ui.post("/logout-everywhere", { config, schema: { body: formOf({}) } }, async (req, reply) => {
         const operator = operatorOf(req);
-        const ended = await sessions.closeAll(operator);
-        await sessions.close(req, reply);
-        await fleet.db.audit(fleet.now(), operator, "sign-out-everywhere", { operator, sessions: ended, via: "dashboard" });
+        await sessions.closeAll(operator, operator);
+        await sessions.close(req, reply, false);
         return reply.redirect("/ui/login", 303);
       });
 

@@ -4,8 +4,8 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, write
 import { join, resolve } from "node:path";
 import { buildAppliance } from "../../../src/build/build.js";
 import { loadAppliance } from "../../../src/definition/load.js";
+import { ensureLoginKey } from "../../../src/keys/login-key.js";
 import { createReporter } from "../../../src/report/reporter.js";
-import { ensureLoginKey } from "../../../src/vm/ssh.js";
 
 export const E2E_ROOT = resolve(import.meta.dirname, "..");
 

@@ -161,14 +161,3 @@ export async function releaseAndPublish(server: UpdateServer, image: BuiltImage,
 export const imageVersion = (ssh: SshSession) => sh(ssh, ". /etc/os-release; echo $IMAGE_VERSION");
 export const ukis = async (ssh: SshSession) => (await sh(ssh, "sudo -n ls /boot/EFI/Linux")).split("\n").sort();
 export const SYSUPDATE = "sudo -n /usr/lib/systemd/systemd-sysupdate";
-
-/** Waits until systemd-bless-boot calls this boot good (or it never counted tries). */
-export async function waitBlessed(ssh: SshSession, timeoutMs = 300_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const status = (await ssh.exec("sudo -n /usr/lib/systemd/systemd-bless-boot status")).stdout.trim();
-    if (status === "good" || status === "clean") return;
-    if (Date.now() > deadline) throw new Error(`the boot was not blessed (status: ${status})`);
-    await new Promise((r) => setTimeout(r, 3000));
-  }
-}

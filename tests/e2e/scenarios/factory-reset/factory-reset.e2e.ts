@@ -3,7 +3,7 @@
 import { afterAll, expect, inject, it } from "vitest";
 import { bootProfileOnce } from "../../harness/boot-entries.js";
 import { dmUuidOf, expectNormalBoot } from "../../harness/checks.js";
-import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
+import { reboot, Scenario, sh } from "../../harness/scenario.js";
 
 const image = inject("sharedImage");
 const s = new Scenario("factory-reset");
@@ -12,8 +12,9 @@ afterAll(() => s.finish());
 const hostKey = "sudo -n cat /var/lib/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2";
 
 it("wipes /var through the factory-reset profile and comes back reachable with new host keys", async () => {
-  const vm = await s.boot("a", image);
-  let ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
+  const booted = await s.restore("a", image);
+  const { vm } = booted;
+  let { ssh } = booted;
   const before = await s.step("the default boot is a normal one; note /var and host key", async () => {
     await expectNormalBoot(ssh);
     await sh(ssh, "echo precious > ~/data.txt && sync");

@@ -11,8 +11,8 @@ import type { Device } from "../../../../src/fleet/inventory.js";
 import { rolloutBucket } from "../../../../src/fleet/rollout.js";
 import type { SshSession } from "../../../../src/vm/ssh.js";
 import { prepareVersion } from "../../harness/image.js";
-import { BOOT_TIMEOUT_MS, reboot, Scenario, sh } from "../../harness/scenario.js";
-import { imageVersion, OPERATOR_TOKEN, serveRelease, ukis, waitBlessed } from "../../harness/updates.js";
+import { BOOT_TIMEOUT_MS, reboot, Scenario, sh, waitBlessed } from "../../harness/scenario.js";
+import { imageVersion, OPERATOR_TOKEN, serveRelease, ukis } from "../../harness/updates.js";
 
 const shared = inject("sharedImage");
 const s = new Scenario("fleet");
@@ -54,7 +54,7 @@ it("rolls v2 out to half of a two-device fleet, then to all, with both in the in
   };
 
   await s.step("both are blessed and report themselves healthy on v1", async () => {
-    await Promise.all([waitBlessed(sshIn as SshSession), waitBlessed(sshOut as SshSession)]);
+    await Promise.all([waitBlessed(sshIn as SshSession, "good"), waitBlessed(sshOut as SshSession, "good")]);
     for (const u of [uuids.in, uuids.out]) {
       const d = await inventory(u, (x) => x.report?.event === "boot" && x.bootedVersion === "1.0", "a boot report on 1.0");
       expect(d.healthy).toBe(true);
@@ -78,7 +78,7 @@ it("rolls v2 out to half of a two-device fleet, then to all, with both in the in
   sshIn = await s.step("the updated device reboots into v2", () => reboot(vmIn, sshIn as SshSession));
   await s.step("it runs v2, blessed, and the inventory says so", async () => {
     expect(await imageVersion(sshIn as SshSession)).toBe("2.0");
-    await waitBlessed(sshIn as SshSession);
+    await waitBlessed(sshIn as SshSession, "good");
     const d = await inventory(uuids.in, (x) => x.bootedVersion === "2.0" && x.report?.event === "boot" && x.report.version === "2.0", "v2 reported");
     expect(d).toMatchObject({ healthy: true, reboots: 1, rolledBack: [] });
     expect(d.report?.blessed).toBe("good");
@@ -106,7 +106,7 @@ it("rolls v2 out to half of a two-device fleet, then to all, with both in the in
   sshOut = await s.step("and reboots into it", () => reboot(vmOut, sshOut as SshSession));
   await s.step("both devices are on v2 and healthy in the inventory", async () => {
     expect(await imageVersion(sshOut as SshSession)).toBe("2.0");
-    await waitBlessed(sshOut as SshSession);
+    await waitBlessed(sshOut as SshSession, "good");
     await inventory(uuids.out, (x) => x.bootedVersion === "2.0" && x.report?.version === "2.0" && x.report.event === "boot", "v2 reported");
     const list = await srv.fleet.db.devices({ image: shared.id });
     expect(list.total).toBe(2);

@@ -1,15 +1,16 @@
 // Persistence: /var keeps data across a reboot; /usr and /etc refuse writes.
 import { randomUUID } from "node:crypto";
 import { afterAll, expect, inject, it } from "vitest";
-import { BOOT_TIMEOUT_MS, reboot, Scenario, sh, shFails } from "../../harness/scenario.js";
+import { reboot, Scenario, sh, shFails } from "../../harness/scenario.js";
 
 const image = inject("sharedImage");
 const s = new Scenario("persistence");
 afterAll(() => s.finish());
 
 it("keeps /var/home across a reboot and refuses writes to /usr and /etc", async () => {
-  const vm = await s.boot("a", image);
-  let ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
+  const booted = await s.restore("a", image);
+  const { vm } = booted;
+  let { ssh } = booted;
   const token = randomUUID();
   await s.step("write a file under /var/home", () => sh(ssh, `echo ${token} > ~/persist.txt && sync && realpath ~/persist.txt`));
   await s.step("writes under /usr and /etc fail, even as root", async () => {
