@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import type { BuildArtifact, BuildManifest } from "../../src/contract/build-manifest.js";
 import { createKeySet } from "../../src/keys/keys.js";
 import { ensureUpdateKey, publicKeyring, signDetached } from "../../src/keys/update-key.js";
 import { createRelease } from "../../src/release/release.js";
@@ -34,11 +35,21 @@ function fakeBuild(dir: string, devSigned: boolean): Record<string, Buffer> {
   mkdirSync(out, { recursive: true });
   const artifacts = Object.entries(bytes).map(([name, b], i) => {
     writeFileSync(join(out, name), b);
-    return { name, kind: kinds[i], size: b.length, sha256: sha(b) };
+    return { name, kind: kinds[i] as BuildArtifact["kind"], size: b.length, sha256: sha(b) };
   });
   writeFileSync(
     join(out, "manifest.json"),
-    JSON.stringify({ format: 1, id: "demo", version: "1.0", devSigned, roothash: "ab".repeat(32), artifacts, packages: [] }),
+    // Typed by the contract's schema, so that a field the build adds cannot be missing here.
+    JSON.stringify({
+      format: 1,
+      id: "demo",
+      version: "1.0",
+      devSigned,
+      roothash: "ab".repeat(32),
+      mkosiVersion: "25.3",
+      artifacts,
+      packages: [],
+    } satisfies BuildManifest),
   );
   return bytes;
 }
