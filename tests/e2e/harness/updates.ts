@@ -2,14 +2,16 @@
 // releasing and publishing a built version to it, faults a hostile mirror or network would inject
 // (flipped bytes, bad or foreign signatures, a slow link), and the device-side facts they check.
 import { randomBytes } from "node:crypto";
-import { mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import type { FastifyInstance } from "fastify";
+import { buildManifestSchema } from "../../../src/contract/build-manifest.js";
+import { releaseManifestSchema } from "../../../src/contract/release-manifest.js";
 import type { Fleet, RolloutOptions } from "../../../src/fleet/fleet.js";
 import { keysDir } from "../../../src/keys/keys.js";
-import { signDetached, updateKeyPaths } from "../../../src/keys/update-key.js";
-import { createRelease } from "../../../src/release/release.js";
+import { fingerprint, signDetached, updateKeyPaths } from "../../../src/keys/update-key.js";
+import { createRelease, releasesDir } from "../../../src/release/release.js";
 import { createReporter } from "../../../src/report/reporter.js";
 import { deviceToken } from "../../../src/server/auth.js";
 import { publishRelease } from "../../../src/server/publish.js";
@@ -146,9 +148,26 @@ export function serveRelease(
   });
 }
 
-/** basalt release (dev keys allowed: the suite's keys are made on the fly) and basalt publish. */
-export async function releaseAndPublish(server: UpdateServer, image: BuiltImage, options: { channel?: string; rollout?: RolloutOptions } = {}): Promise<void> {
+/**
+ * basalt release (dev keys allowed: the suite's keys are made on the fly), once per build: a
+ * release made from the same build (same root hash, signed with the same key set) is reused, as the
+ * image is (xz of the root takes a minute or more here).
+ */
+async function releaseOnce(image: BuiltImage): Promise<void> {
+  const release = join(releasesDir(image.dir), image.version, "release.json");
+  const build = join(image.dir, "out", image.version, "manifest.json");
+  if (existsSync(release) && existsSync(build)) {
+    const made = releaseManifestSchema.safeParse(JSON.parse(readFileSync(release, "utf8")));
+    const built = buildManifestSchema.safeParse(JSON.parse(readFileSync(build, "utf8")));
+    const sameKey = made.success && made.data.signingKey === (await fingerprint(updateKeyPaths(keysDir(image.dir))));
+    if (made.success && built.success && made.data.roothash === built.data.roothash && sameKey) return;
+  }
   await createRelease(image.dir, { reporter, allowDev: true });
+}
+
+/** The image's release, made once per build, and basalt publish. */
+export async function releaseAndPublish(server: UpdateServer, image: BuiltImage, options: { channel?: string; rollout?: RolloutOptions } = {}): Promise<void> {
+  await releaseOnce(image);
   await publishRelease(image.dir, {
     server: server.url,
     token: OPERATOR_TOKEN,

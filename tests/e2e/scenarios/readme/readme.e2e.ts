@@ -6,7 +6,7 @@
 // bin/basalt.js (the README says ./basalt). The environment differs from a user's only where it
 // must, each difference declared and checked below. Then what the example promises is checked:
 // the VM runs 2.0, healthy in `basalt fleet devices`, with 1.0 kept as its fallback.
-import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
@@ -152,9 +152,12 @@ it("runs the Quick start's build and the worked example as written; the VM ends 
     poll(
       "the inventory to show the VM healthy on 2.0",
       async () => {
-        const r = await shell.run("./basalt fleet devices --json", 60_000);
+        // Into a file: the shell's output also carries what the server started in it logs.
+        const r = await shell.run("./basalt fleet devices --json > fleet-devices.json", 60_000);
         if (r.code !== 0) throw new Error(r.output);
-        const list = JSON.parse(r.output) as { devices: { machine: string; image: string; bootedVersion: string | null; healthy: boolean | null }[] };
+        const list = JSON.parse(readFileSync(join(dir, "fleet-devices.json"), "utf8")) as {
+          devices: { machine: string; image: string; bootedVersion: string | null; healthy: boolean | null }[];
+        };
         const d = list.devices.find((x) => x.machine === machine);
         return d?.bootedVersion === "2.0" && d.healthy === true ? d : undefined;
       },
