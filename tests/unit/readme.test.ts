@@ -170,6 +170,9 @@ describe("the README's shell blocks, as written, with a ./basalt that only recor
       join(dir, "basalt"),
       [
         "#!/usr/bin/env bash",
+        // One call at a time: the server the README starts in the background records its call while
+        // the next commands record theirs, and two calls must not take the same number.
+        `exec 9>'${log}.lock'; flock 9`,
         `n=$(ls '${log}' | wc -l)`,
         `printf '%s\\0' "\${BASALT_SERVER-}" "\${BASALT_TOKEN-}" "$@" > '${log}'/$(printf %04d "$n")`,
         // What a script reads from the real command: a report token.
