@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { type RolloutOptions, type RolloutPatch, rolloutOptionsSchema, rolloutPatch, withSchedule } from "../contract/rollout.js";
 import { timespanSeconds } from "../definition/types.js";
 import { parseInput, UserError } from "../errors.js";
+import { tokenOf } from "../server/auth.js";
 
 /** A command-line value read by one of the contract's schemas; a refusal names `what` and the value. */
 export const parsedBy =
@@ -41,9 +42,7 @@ export const count = (flag: string) => (value: string) => {
 function readToken(file: string | undefined, env = "BASALT_TOKEN"): string | undefined {
   if (file) {
     if (!existsSync(file)) throw new UserError(`${file}: no such token file`);
-    const t = readFileSync(file, "utf8").split("\n")[0]?.trim();
-    if (!t || t.length < 16) throw new UserError(`${file}: the token must be at least 16 characters`);
-    return t;
+    return tokenOf(readFileSync(file, "utf8"), file);
   }
   return process.env[env] || undefined;
 }

@@ -92,7 +92,12 @@ export function parseOperators(text: string, file: string): Operator[] {
 
 /** A token: the first line of a file nobody else can read (never a command-line argument, which `ps` shows). */
 export function readTokenFile(file: string, what = "token file"): string {
-  const t = readSecretFile(file, what).split("\n")[0]?.trim();
+  return tokenOf(readSecretFile(file, what), file);
+}
+
+/** The token a token file holds: its first line, at least 16 characters. */
+export function tokenOf(text: string, file: string): string {
+  const t = text.split("\n")[0]?.trim();
   if (!t || t.length < 16) throw new UserError(`${file}: the token must be at least 16 characters`);
   return t;
 }
