@@ -3,6 +3,7 @@
 import { afterAll, expect, inject, it } from "vitest";
 import { checkFirstBoot } from "../../harness/checks.js";
 import { prepareImage } from "../../harness/image.js";
+import { poll } from "../../harness/poll.js";
 import { BOOT_TIMEOUT_MS, Scenario } from "../../harness/scenario.js";
 
 const shared = inject("sharedImage");
@@ -17,13 +18,12 @@ it("fails the first-boot checks when /etc is writable", async () => {
   const image = await s.step("build the broken appliance", () => prepareImage("broken-guest", import.meta.dirname, shared.run));
   const vm = await s.boot("a", image);
   const ssh = await s.step("first boot to SSH", () => vm.waitForSsh(BOOT_TIMEOUT_MS));
-  await s.step("the breakage is in place", async () => {
-    const deadline = Date.now() + 120_000;
-    while ((await ssh.exec("systemctl is-active break-etc.service")).stdout.trim() !== "active") {
-      if (Date.now() > deadline) throw new Error("break-etc.service did not run");
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  });
+  await s.step("the breakage is in place", () =>
+    poll("break-etc.service to run", async () => ((await ssh.exec("systemctl is-active break-etc.service")).stdout.trim() === "active" ? true : undefined), {
+      timeoutMs: 120_000,
+      intervalMs: 2000,
+    }),
+  );
   const failure = await s.step("run the first-boot checks", () =>
     checkFirstBoot(probe, vm, ssh, image).then(
       () => undefined,
