@@ -1,7 +1,10 @@
 import { defineConfig } from "vitest/config";
+import { LaneSequencer } from "./tests/e2e/lanes.js";
 
 export default defineConfig({
   test: {
+    // VM scenarios in their lane's order (tests/e2e/lanes.ts); every other file as vitest sorts it.
+    sequence: { sequencer: LaneSequencer },
     projects: [
       // Generous limits: the suite must pass on a busy machine (CI may share it with an image build).
       { test: { name: "unit", include: ["src/**/*.test.ts", "tests/unit/**/*.test.ts"], testTimeout: 120_000, hookTimeout: 120_000 } },
@@ -16,7 +19,8 @@ export default defineConfig({
           poolOptions: { forks: { singleFork: true } },
         },
       },
-      // VM scenarios (npm run test:e2e): QEMU under TCG here, one VM at a time on two cores.
+      // VM scenarios (npm run test:e2e, scripts/e2e.ts): one process per lane, each running its
+      // scenarios one after another, in the lane's order.
       {
         test: {
           name: "e2e",

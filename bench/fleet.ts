@@ -1,6 +1,6 @@
 // Fleet load benchmark (not a test): 10,000 simulated devices check for updates (index and
-// signature at once, as systemd-pull does) and report, against a real `basalt serve` process on
-// loopback, once with SQLite and once with PostgreSQL (a throwaway server). Half the fleet is inside
+// signature at once, as systemd-pull does) and report, against a real `basalt serve` process (given
+// no key) on loopback, once with SQLite and once with PostgreSQL (a throwaway server). Half the fleet is inside
 // a staged rollout and downloads the new UKI. Latencies are measured by the devices; every report
 // must land (counted from /metrics afterwards) and no request may fail.
 // Writes bench/results/fleet.json.
@@ -9,7 +9,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { ensureUpdateKey } from "../src/keys/update-key.js";
 import { spawnDaemon } from "../src/process/run.js";
 import { deviceToken } from "../src/server/auth.js";
 import { ApiClient } from "../src/server/client.js";
@@ -37,9 +36,6 @@ const percentile = (xs: number[], p: number) => {
 async function runServer(database: string | undefined, work: string, rateLimit: number) {
   const data = join(work, "data");
   mkdirSync(data, { recursive: true });
-  const keys = join(work, "keys");
-  mkdirSync(keys, { recursive: true });
-  await ensureUpdateKey(keys, IMAGE);
   const token = randomBytes(24).toString("hex");
   writeFileSync(join(work, "token"), `${token}\n`, { mode: 0o600 });
   const secret = randomBytes(32);
@@ -51,8 +47,6 @@ async function runServer(database: string | undefined, work: string, rateLimit: 
     "serve",
     "--data",
     data,
-    "--keys",
-    keys,
     "--port",
     String(port),
     "--token-file",
@@ -78,7 +72,7 @@ async function runServer(database: string | undefined, work: string, rateLimit: 
 }
 
 async function publish(api: ApiClient, version: string, percent: number) {
-  const { manifest, files } = standInRelease(IMAGE, version, { uki: 64 * 1024, root: 256 * 1024 });
+  const { manifest, files } = await standInRelease(IMAGE, version, { uki: 64 * 1024, root: 256 * 1024 });
   const path = `/releases/${IMAGE}/${version}`;
   await api.request("POST", path, manifest);
   for (const [name, bytes] of Object.entries(files)) {

@@ -10,11 +10,10 @@ import { cpus, release as kernelRelease, loadavg, tmpdir, totalmem } from "node:
 import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ReleaseManifest } from "../src/contract/release-manifest.js";
 import { deviceFileUrl } from "../src/contract/urls.js";
 import { type Daemon, run, spawnDaemon } from "../src/process/run.js";
 import { parseSha256Sums } from "../src/release/sha256sums.js";
-import { startTestServer, type TestServer } from "../tests/support/fleet-server.js";
+import { signedManifest, startTestServer, type TestServer } from "../tests/support/fleet-server.js";
 
 const root = join(import.meta.dirname, "..");
 const IMAGE = "demo";
@@ -128,16 +127,11 @@ async function publishRelease(s: TestServer): Promise<{ rootName: string; rootSh
     { name: rootName, kind: "root", bytes: randomBytes(ROOT_BYTES) },
     { name: `${IMAGE}_${VERSION}.efi`, kind: "uki", bytes: randomBytes(UKI_BYTES) },
   ];
-  const m: ReleaseManifest = {
-    format: 1,
-    id: IMAGE,
-    version: VERSION,
-    devSigned: false,
-    roothash: "ab".repeat(32),
-    signingKey: "bench",
-    createdAt: new Date().toISOString(),
-    files: files.map((f) => ({ name: f.name, kind: f.kind, size: f.bytes.length, sha256: sha256(f.bytes), installedSize: f.bytes.length })),
-  };
+  const m = await signedManifest(
+    IMAGE,
+    VERSION,
+    files.map((f) => ({ name: f.name, kind: f.kind, size: f.bytes.length, sha256: sha256(f.bytes), installedSize: f.bytes.length })),
+  );
   await s.fleet.beginRelease(m);
   for (const f of files) await s.fleet.putFile(IMAGE, VERSION, f.name, Readable.from([f.bytes]));
   await s.fleet.commitRelease(IMAGE, VERSION, "bench");

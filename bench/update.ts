@@ -9,16 +9,16 @@ import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import type { ReleaseManifest } from "../src/contract/release-manifest.js";
 import { detectAccel } from "../src/vm/accel.js";
-import { E2E_ROOT, prepareImage, prepareVersion } from "../tests/e2e/harness/image.js";
+import { E2E_ROOT, prepareImage } from "../tests/e2e/harness/image.js";
 import { reboot, Scenario, sh, vmTools, waitBlessed } from "../tests/e2e/harness/scenario.js";
-import { imageVersion, releaseAndPublish, SYSUPDATE, startUpdateServer } from "../tests/e2e/harness/updates.js";
+import { imageVersion, prepareV2, releaseAndPublish, SYSUPDATE, startUpdateServer } from "../tests/e2e/harness/updates.js";
 
 const root = join(import.meta.dirname, "..");
 const run = randomUUID();
 const s = new Scenario("bench-update");
 const v1 = await prepareImage("shared", join(E2E_ROOT, "fixtures", "appliance"), run);
-const v2 = await prepareVersion(v1, "update-v2", "2.0");
-const server = await startUpdateServer(v1);
+const v2 = await prepareV2(v1);
+const server = await startUpdateServer();
 try {
   await releaseAndPublish(server, v2);
   const release = JSON.parse(readFileSync(join(v2.dir, "out", "releases", "2.0", "release.json"), "utf8")) as ReleaseManifest;

@@ -40,7 +40,7 @@ phase browser npx vitest run --project browser
 if [[ "${BASALT_SKIP_BUILD_TESTS:-0}" != 1 ]]; then
   phase build npx vitest run --project build
   if [[ "${BASALT_SKIP_E2E:-0}" != 1 ]]; then
-    phase e2e npx vitest run --project e2e
+    phase e2e npx tsx scripts/e2e.ts
   fi
 fi
 echo "::: phase timings"

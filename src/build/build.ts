@@ -8,6 +8,7 @@ import { UserError } from "../errors.js";
 import { createPlan, planDir, renderTree, writePlan } from "../generator/plan.js";
 import { cmdlineValue, readUki } from "../inspect/pe.js";
 import { completeKeySet, createKeySet, type KeySet, keysDir, loadKeySet } from "../keys/keys.js";
+import { withLock } from "../process/lock.js";
 import { run } from "../process/run.js";
 import { renderSha256Sums } from "../release/sha256sums.js";
 import type { Reporter } from "../report/reporter.js";
@@ -76,23 +77,24 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
   writePlan(planPath, entries, plan);
   reporter.step(`${entries.size} files in ${planPath}`);
 
-  reporter.phase("Toolchain");
-  const mkosi = await ensureMkosi(reporter);
-  if (!mkosi) throw new UserError("mkosi is not available");
-  reporter.step(`mkosi ${mkosi.version} (${mkosi.source})`);
+  const staging = join(outRoot, `.staging-${version}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
   const onLine = (line: string) => {
     const m = /^‣\s+(.*)$/.exec(line.trim());
     if (m?.[1]) reporter.step(m[1]);
   };
-  const tools = await ensureToolsTree(mkosi, reporter, { logFile, onLine });
 
-  reporter.phase("Build image (mkosi)");
-  const staging = join(outRoot, `.staging-${version}`);
-  rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { recursive: true });
-  const imageCache = join(cacheDir(), "images", id);
-  mkdirSync(imageCache, { recursive: true });
-  try {
+  async function runMkosi() {
+    reporter.phase("Toolchain");
+    const mkosi = await ensureMkosi(reporter);
+    if (!mkosi) throw new UserError("mkosi is not available");
+    reporter.step(`mkosi ${mkosi.version} (${mkosi.source})`);
+    const tools = await ensureToolsTree(mkosi, reporter, { logFile, onLine });
+
+    reporter.phase("Build image (mkosi)");
+    const imageCache = join(cacheDir(), "images", id);
+    mkdirSync(imageCache, { recursive: true });
     await run(
       [
         ...mkosi.argv,
@@ -113,6 +115,18 @@ export async function buildAppliance(dirArg: string, options: BuildOptions): Pro
       ],
       { env: mkosi.env, logFile, onLine, cwd: applianceDir },
     );
+    return { mkosi, tools };
+  }
+
+  try {
+    // One build at a time per cache: mkosi's tools tree, package cache and incremental images are shared.
+    const { mkosi, tools } = await withLock(join(cacheDir(), "build"), () => runMkosi(), {
+      onWait: () => {
+        reporter.phase("Wait for another build on this machine");
+        reporter.step(`it holds ${join(cacheDir(), "build.lock")}`);
+      },
+      onLost: (e) => reporter.warn(`the build lock was lost while building (${e.message}); another build may have used the same caches`),
+    });
 
     reporter.phase("Collect artifacts");
     const output = `${id}_${version}`;

@@ -35,14 +35,16 @@ const ago = (at: number) => {
 const health = (d: Device) => (d.healthy === null ? pc.dim("unknown") : d.healthy ? pc.green("healthy") : pc.red("unhealthy"));
 const e = encodeURIComponent;
 
-function rolloutLine(r: Rollout & { stats?: { adopters: number; running: number; failures: number } }): string {
+function rolloutLine(r: Rollout & { signedBy?: string | null; stats?: { adopters: number; running: number; failures: number } }): string {
+  // The key devices must trust to take the release; a release without signed indexes cannot be offered at all.
+  const key = r.signedBy === undefined ? "" : r.signedBy ? `  signed by ${r.signedBy.slice(-16)}` : pc.red("  no signed indexes: publish it again");
   const state = r.paused
     ? pc.yellow(`paused${r.pauseReason ? `: ${r.pauseReason}` : ""}`)
     : r.nextStepAt
       ? `next step ${new Date(r.nextStepAt).toISOString()}`
       : "";
   const stats = r.stats ? `  ${r.stats.running} running, ${r.stats.adopters} took it, ${r.stats.failures} failed` : "";
-  return `  ${r.image} ${r.channel.padEnd(10)} ${r.version.padEnd(12)} ${`${r.percent}%`.padStart(5)}${stats}  ${state}\n`;
+  return `  ${r.image} ${r.channel.padEnd(10)} ${r.version.padEnd(12)} ${`${r.percent}%`.padStart(5)}${stats}${key}  ${state}\n`;
 }
 
 export function registerFleetCommands(program: CommandUnknownOpts): void {
@@ -52,10 +54,9 @@ export function registerFleetCommands(program: CommandUnknownOpts): void {
     .description("channels and their rollouts, with how many devices took each release")
     .action(async (o) => {
       const api = client(o);
-      const { rollouts } = await api.request<{ rollouts: (Rollout & { stats: { adopters: number; running: number; failures: number } })[] }>(
-        "GET",
-        "/rollouts",
-      );
+      const { rollouts } = await api.request<{
+        rollouts: (Rollout & { signedBy: string | null; stats: { adopters: number; running: number; failures: number } })[];
+      }>("GET", "/rollouts");
       out(o, { rollouts }, () => (rollouts.length ? rollouts.map(rolloutLine).join("") : "no releases offered on any channel\n"));
     });
 

@@ -1,11 +1,9 @@
 // basalt serve and basalt publish: the fleet server and the operator's way of publishing to it.
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import pc from "picocolors";
 import { channel } from "../contract/ids.js";
 import { UserError } from "../errors.js";
-import { signDetached, updateKeyPaths } from "../keys/update-key.js";
 import { createReporter, runReported } from "../report/reporter.js";
 import { credentialFiles, loadOrCreateSecret } from "../server/auth.js";
 import { publishRelease } from "../server/publish.js";
@@ -28,7 +26,6 @@ export function registerServerCommands(program: CommandUnknownOpts): void {
   program
     .command("serve")
     .requiredOption("--data <dir>", "where release files are kept (and the SQLite database by default)")
-    .requiredOption("--keys <dir>", "an appliance keys directory holding update.pgp.key (signs the indexes devices see)")
     .option("--database <url>", "fleet database: a SQLite file or a postgres:// URL (or BASALT_DATABASE; default DATA/fleet.db)")
     .option("--artifacts <where>", "where release files are kept: a directory or s3://BUCKET/PREFIX (or BASALT_ARTIFACTS; default DATA)")
     .option(
@@ -59,10 +56,10 @@ export function registerServerCommands(program: CommandUnknownOpts): void {
       DEFAULT_DEVICE_RATE_LIMIT,
     )
     .option("--hold-seconds <n>", "how long a device keeps the index it was shown (index and signature are fetched together)", seconds("--hold-seconds"), 30)
-    .description("the fleet server: releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics")
+    .description(
+      "the fleet server (holds no key: it serves the indexes each release was signed with): releases, channels and staged rollouts for systemd-sysupdate, device inventory, dashboard, API, metrics",
+    )
     .action(async (o) => {
-      const key = updateKeyPaths(o.keys);
-      if (!existsSync(key.key)) throw new UserError(`${o.keys}: no update.pgp.key`, "run 'basalt keys init DIR' for the appliance");
       if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new UserError("--tls-cert and --tls-key go together");
       let log: ((e: Error) => void) | undefined;
       // Files are re-read when they change: an operator removed from the operators file is signed out.
@@ -91,7 +88,6 @@ export function registerServerCommands(program: CommandUnknownOpts): void {
         ...(database ? { database } : {}),
         ...(artifacts ? { artifacts, s3 } : {}),
         ...(o.downloadUrl ? { downloadUrl: o.downloadUrl } : {}),
-        sign: (index) => signDetached(key, index),
         holdSeconds: o.holdSeconds,
       });
       const secret = loadOrCreateSecret(o.secretFile ?? join(o.data, "server.secret"));

@@ -1,6 +1,6 @@
 // basalt vm start|ssh|stop|status: boot a built image in QEMU the way a device runs it.
 import { createReadStream, existsSync, statSync, unwatchFile, watchFile } from "node:fs";
-import type { CommandUnknownOpts } from "@commander-js/extra-typings";
+import { type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import pc from "picocolors";
 import { UserError } from "../errors.js";
 import { runInteractive } from "../process/run.js";
@@ -94,6 +94,14 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
     .option("--forward <port...>", "also forward these guest TCP ports to loopback")
     .option("--credential <name=value...>", "pass a systemd credential through SMBIOS (e.g. basalt.report-token=…)")
     .option("--uuid <uuid>", "SMBIOS system UUID of a new VM: its machine-id (default: random)", parseUuid)
+    .addOption(
+      new Option(
+        "--secure-boot [keys]",
+        "a new VM gets Secure Boot firmware (SMM; TCG where KVM lacks it), its variables in setup mode (systemd-boot enrolls the image's keys on the first boot) or with vendor (Microsoft) keys, which refuse the image",
+      )
+        .choices(["setup", "vendor"] as const)
+        .preset("setup" as const),
+    )
     .option("--console", "show the serial console live")
     .option("--ssh", "open an SSH session once the guest is up; stop the VM when it ends")
     .option("--detach", "leave the VM running in the background")
@@ -105,8 +113,15 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
       const { machine, tools, rt, mark } = await runReported(reporter, async () => {
         const tools = await ensureVmTools(reporter);
         let machine: Vm;
-        if (existsSync(`${t.vmDir}/vm.json`)) machine = Vm.open(t.vmDir, tools);
-        else {
+        if (existsSync(`${t.vmDir}/vm.json`)) {
+          machine = Vm.open(t.vmDir, tools);
+          // Firmware and its variables belong to the VM: another choice is another VM.
+          if (o.secureBoot && o.secureBoot !== machine.config.secureBoot)
+            throw new UserError(
+              `VM ${machine.dir} was made ${machine.config.secureBoot ? `with --secure-boot ${machine.config.secureBoot}` : "without Secure Boot"}`,
+              "start another one with --name, or remove this one",
+            );
+        } else {
           if (!t.image || !existsSync(t.image)) throw new UserError(`${t.image ?? target}: no built image`, "run 'basalt build' first");
           const identity = o.identity ?? t.identity;
           machine = await Vm.create(t.vmDir, t.image, tools, {
@@ -117,6 +132,7 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
             ports: (o.forward ?? []).map(parseIntOption),
             ...(o.credential ? { credentials: parseCredentials(o.credential) } : {}),
             ...(o.uuid ? { uuid: o.uuid } : {}),
+            ...(o.secureBoot ? { secureBoot: o.secureBoot } : {}),
           });
         }
         const mark = machine.serialMark();
@@ -129,12 +145,13 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
         sshPort: machine.sshPort,
         forwards: machine.config.forwards,
         uuid: machine.config.uuid,
+        secureBoot: machine.config.secureBoot ?? null,
         serial: machine.serialLog,
       };
       if (o.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
       else
         process.stderr.write(
-          `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
+          `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""}${machine.config.secureBoot ? `, Secure Boot firmware, ${machine.config.secureBoot === "setup" ? "setup mode" : "vendor keys"}` : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
         );
       if (o.detach) return;
       const stopFollow = o.console ? followConsole(machine.serialLog, mark) : () => {};
@@ -211,7 +228,7 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
       if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
       else
         process.stdout.write(
-          `${machine.dir}: ${status.running ? pc.green("running") : "stopped"}\n  image: ${status.image}\n  uuid:  ${status.uuid}\n  ssh:   127.0.0.1:${machine.sshPort} as ${status.user}\n`,
+          `${machine.dir}: ${status.running ? pc.green("running") : "stopped"}\n  image:    ${status.image}\n  uuid:     ${status.uuid}\n  firmware: ${status.secureBoot ? `UEFI with Secure Boot (started ${status.secureBoot === "setup" ? "in setup mode" : "with vendor keys"})` : "UEFI"}\n  ssh:      127.0.0.1:${machine.sshPort} as ${status.user}\n`,
         );
     });
 }

@@ -54,6 +54,17 @@ describe("features", () => {
     expect(off.has("image/etc/kernel/tries")).toBe(false);
   });
 
+  it("lets the definition choose when systemd-boot enrolls the Secure Boot keys", () => {
+    const loader = (t: ReturnType<typeof render>) => file(t, "image/efi/loader/loader.conf");
+    expect(loader(render(""))).toContain("secure-boot-enroll if-safe\n");
+    expect(file(render(""), "mkosi.conf")).toContain("SecureBootAutoEnroll=yes");
+    expect(loader(render('[boot]\nsecure_boot_enroll = "force"\n'))).toContain("secure-boot-enroll force\n");
+    const off = render('[boot]\nsecure_boot_enroll = "off"\n');
+    expect(loader(off)).toContain("secure-boot-enroll off\n");
+    // No signed key updates on the ESP when nothing may enroll them.
+    expect(file(off, "mkosi.conf")).toContain("SecureBootAutoEnroll=no");
+  });
+
   it("passes raw mkosi settings through last", () => {
     const t = render('[mkosi.Content]\nEnvironment = ["A=1"]\n');
     expect(file(t, "mkosi.conf.d/90-passthrough.conf")).toContain("[Content]\nEnvironment=\n        A=1");

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { databaseEngines } from "../../tests/support/database-engines.js";
 import { OPERATOR_TOKEN, startTestServer, type TestServer } from "../../tests/support/fleet-server.js";
 import { SimulatedDevice } from "../../tests/support/simulated-device.js";
-import { verifyDetached } from "../keys/update-key.js";
+import { verifyDetached } from "../keys/update-signature.js";
 
 const { engines, fresh } = databaseEngines("fleet");
 const servers: TestServer[] = [];

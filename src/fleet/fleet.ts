@@ -1,29 +1,29 @@
 // The fleet server's operations, whichever front end asks (device routes, operator API, dashboard,
 // scheduler): uploading and committing releases, offering them on channels with staged rollouts,
-// pins, and what devices fetch and report. Signing happens only here, on operator actions: every
-// index a device can be shown is signed when a channel, rollout or pin changes.
-import { createHash } from "node:crypto";
+// pins, and what devices fetch and report. The fleet holds no key and signs nothing: every index a
+// device can be shown was signed when its release was made (the release's own, and one that offers
+// nothing), and the fleet only chooses among them. A compromised server can withhold updates or
+// show an older release's index, which a device ignores (it only moves forward); it cannot make a
+// device accept anything the appliance's key did not sign.
 import type { Readable } from "node:stream";
 import * as ids from "../contract/ids.js";
-import { type ReleaseManifest, releaseManifestSchema } from "../contract/release-manifest.js";
+import { type RecordedManifest, releaseManifestSchema } from "../contract/release-manifest.js";
 import { type DeviceReport, deviceReportSchema } from "../contract/report.js";
 import { type RolloutOptions, type RolloutPatch, rolloutPatch } from "../contract/rollout.js";
 import { ConflictError, NotFoundError, parseInput, UserError } from "../errors.js";
-import { renderSha256Sums } from "../release/sha256sums.js";
 import type { Artifact, ArtifactStore } from "./artifacts/store.js";
-import type { ChannelRecord, FleetDb, NameTaken, Pin, ReleaseStats, Rollout, RolloutChange, SnapshotRecord, Upload } from "./db/fleet-db.js";
-import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent, heldSnapshot } from "./inventory.js";
-import { cohortVersions, nextStep, offeredRelease, shouldPause } from "./rollout.js";
+import type { ChannelRecord, FleetDb, NameTaken, Pin, ReleaseStats, Rollout, RolloutChange, SignedIndex, Upload } from "./db/fleet-db.js";
+import { applyDownload, applyPoll, applyReport, type Change, type DeviceEvent, heldIndex } from "./inventory.js";
+import { checkReleaseIndexes, unsignedReleaseError } from "./release-indexes.js";
+import { includes, nextStep, offeredRelease, shouldPause } from "./rollout.js";
 
-export type Signer = (index: Buffer) => Promise<{ binary: Buffer; armored: string }>;
 export type { RolloutOptions, RolloutPatch };
 
 export interface FleetOptions {
   db: FleetDb;
   artifacts: ArtifactStore;
-  sign: Signer;
   /**
-   * How long a device stays on the snapshot it was shown within one boot and version: the index and
+   * How long a device stays on the index it was shown within one boot and version: the index and
    * its signature are requested at the same moment, so seconds are enough (default 30).
    */
   holdSeconds?: number;
@@ -52,18 +52,8 @@ export interface RolloutProgress {
 
 const DEFAULT_POLICY = { maxFailureRate: 0.2, minDevices: 3 };
 
-/**
- * What an index that offers nothing lists: systemd-pull 257 fails on an empty body ("Premature
- * connection termination", seen in the VM suite), so the index names one file no transfer pattern
- * can match (patterns start with `<image id>_`; this name has no '_').
- */
-export const NOTHING_OFFERED = { name: "basalt-nothing-offered", sha256: createHash("sha256").update("").digest("hex") };
-
-/** The bytes of an index listing `entries`, never empty. */
-export function renderIndex(entries: { name: string; sha256: string }[]): Buffer {
-  return Buffer.from(renderSha256Sums(entries.length ? entries : [NOTHING_OFFERED]));
-}
-const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+/** Signed indexes kept in memory: they never change once recorded, and a few hundred cover every release a fleet shows. */
+const INDEX_CACHE_SIZE = 512;
 
 /** A file a device may fetch: the release it belongs to, and since when it was offered to the device. */
 export interface OfferedFile {
@@ -78,25 +68,32 @@ export interface OfferedFile {
 export class Fleet {
   readonly db: FleetDb;
   readonly artifacts: ArtifactStore;
-  private readonly sign: Signer;
   private readonly holdMs: number;
   /** The fleet's clock (tests move it); audit entries and rollouts use it. */
   readonly now: () => number;
   /** Told about failures that must not fail the request that caused them (an automatic pause that did not apply). */
   onError: (e: Error, what: string) => void = () => undefined;
-  private readonly snapshots = new Map<string, SnapshotRecord>();
+  /** Signed indexes by `image\0id` and by `image\0version` (a release's own). */
+  private readonly byId = new Map<string, SignedIndex>();
+  private readonly own = new Map<string, SignedIndex>();
+  /**
+   * Releases without an index of their own (recorded before migration 4), for a second each: they
+   * may be published again with one, which this process sees at once and another replica's within
+   * the second.
+   */
+  private readonly unsigned = new Map<string, number>();
   /**
    * Channels as device requests see them, for a second: most requests of a fleet ask about the same
    * few channels. Changes made here drop the entry at once; another replica's changes show within
    * the second (a device's held view is read from the database, so its index and signature still match).
    */
   private readonly channelCache = new Map<string, { until: number; record: ChannelRecord | undefined }>();
-  private empty?: Promise<SnapshotRecord>;
+  /** Each image's index that offers nothing (its newest release's), for a second, as channels are. */
+  private readonly emptyCache = new Map<string, { until: number; index: SignedIndex | undefined }>();
 
   constructor(o: FleetOptions) {
     this.db = o.db;
     this.artifacts = o.artifacts;
-    this.sign = o.sign;
     this.holdMs = (o.holdSeconds ?? 30) * 1000;
     this.now = o.now ?? Date.now;
   }
@@ -110,15 +107,19 @@ export class Fleet {
   // upload's token (see Upload) keeps a commit from recording files that a restarted upload replaced.
 
   /**
-   * Starts (or restarts) the upload of a release. `committed` when this very release (the same
-   * files) is published already: a retry of a publish whose commit went through.
+   * Starts (or restarts) the upload of a release, once its signed indexes are checked (a release
+   * whose indexes do not belong to it leaves no trace). `committed` when this very release (the same
+   * files) is published already: a retry of a publish whose commit went through, or the release of a
+   * version published before releases carried their indexes, which records them.
    */
-  async beginRelease(manifest: unknown): Promise<{ committed: boolean }> {
+  async beginRelease(manifest: unknown, actor = "publish"): Promise<{ committed: boolean }> {
     const m = parseInput(releaseManifestSchema, manifest, "release manifest");
+    const indexes = await checkReleaseIndexes(m);
     const begun = await this.db.beginUpload(m, this.now());
     if (begun.status === "published") {
-      if (this.sameRelease(begun.manifest, m)) return { committed: true };
-      throw new ConflictError(`${m.id} ${m.version} is already published; releases are immutable`);
+      if (!this.sameRelease(begun.manifest, m)) throw new ConflictError(`${m.id} ${m.version} is already published; releases are immutable`);
+      if (!begun.manifest.indexes && (await this.db.addIndexes(m, indexes, this.now(), actor))) this.forgetIndexes(m.id, m.version);
+      return { committed: true };
     }
     if (begun.status === "taken") throw this.nameTaken(m.id, begun);
     // Whatever an earlier attempt left in the store goes before the upload can be committed: a
@@ -144,7 +145,7 @@ export class Fleet {
   }
 
   /** Publishes an uploaded release; committing it again returns it. */
-  async commitRelease(id: string, version: string, actor: string): Promise<ReleaseManifest> {
+  async commitRelease(id: string, version: string, actor: string): Promise<RecordedManifest> {
     parseInput(ids.imageId, id, "image id");
     parseInput(ids.version, version, "version");
     // A retry of a commit that went through (its answer was lost, or the client was killed).
@@ -169,8 +170,8 @@ export class Fleet {
    * all of them committed, that the database did not record. Safe on any replica at any time (a
    * commit in progress elsewhere is recorded once); for start-up. Returns the releases it published.
    */
-  async recoverReleases(actor = "recovery"): Promise<ReleaseManifest[]> {
-    const published: ReleaseManifest[] = [];
+  async recoverReleases(actor = "recovery"): Promise<RecordedManifest[]> {
+    const published: RecordedManifest[] = [];
     for (const { manifest: m, token } of await this.db.uploads()) {
       if (token === null) continue;
       let committed = 0;
@@ -190,18 +191,24 @@ export class Fleet {
     return published;
   }
 
-  /** The store's commit, then the database's record of it (undone in the store when the database refuses). */
-  private async finishCommit(m: ReleaseManifest, token: string, actor: string): Promise<ReleaseManifest> {
+  /**
+   * The store's commit, then the database's record of it with the release's signed indexes (undone
+   * in the store when the database refuses). The indexes are checked again first: an upload begun
+   * by an older server carries none, and nothing moves for it.
+   */
+  private async finishCommit(m: RecordedManifest, token: string, actor: string): Promise<RecordedManifest> {
+    const indexes = await checkReleaseIndexes(m);
     await this.artifacts.commit(m.id, m.version);
     let result: Awaited<ReturnType<FleetDb["commitRelease"]>>;
     try {
-      result = await this.db.commitRelease(m, token, this.now(), actor);
+      result = await this.db.commitRelease(m, indexes, token, this.now(), actor);
     } catch (e) {
       await this.undoCommit(m, token);
       throw e;
     }
     switch (result.status) {
       case "committed":
+        this.forgetIndexes(m.id, m.version);
         return m;
       // Recorded by another commit of the same upload that got there first.
       case "published":
@@ -221,7 +228,7 @@ export class Fleet {
    * the upload is still the one committed (a restarted upload's begin clears the store itself). When
    * even that cannot be asked, the commit is left for a retry or recoverReleases to finish.
    */
-  private async undoCommit(m: ReleaseManifest, token: string): Promise<void> {
+  private async undoCommit(m: RecordedManifest, token: string): Promise<void> {
     try {
       if (!(await this.db.suspendUpload(m.id, m.version, token))) return;
       try {
@@ -236,8 +243,8 @@ export class Fleet {
   }
 
   /** Whether two manifests publish the same files (the rest, such as the creation time, may differ). */
-  private sameRelease(a: ReleaseManifest, b: ReleaseManifest): boolean {
-    const files = (m: ReleaseManifest) =>
+  private sameRelease(a: RecordedManifest, b: RecordedManifest): boolean {
+    const files = (m: RecordedManifest) =>
       m.files
         .map((f) => `${f.name} ${f.kind} ${f.size} ${f.sha256}`)
         .sort()
@@ -253,44 +260,60 @@ export class Fleet {
 
   // Signed indexes --------------------------------------------------------------------------
 
-  /** The signed index listing exactly `versions` (content-addressed: signed once, then reused). */
-  private async ensureSnapshot(image: string, versions: string[]): Promise<string> {
-    const entries: { name: string; sha256: string }[] = [];
-    for (const v of versions) {
-      const m = await this.db.release(image, v);
-      if (!m) throw new NotFoundError(`${image} ${v} has not been published`);
-      for (const f of m.files) {
-        // A device must never be shown a file the store cannot serve.
-        if (!(await this.artifacts.has(image, v, f.name))) throw new UserError(`${image} ${v}: ${f.name} is missing from the artifact store`);
-        entries.push({ name: f.name, sha256: f.sha256 });
-      }
-    }
-    const index = renderIndex(entries);
-    const hash = sha256(index);
-    if (!(await this.db.hasSnapshot(image, hash))) {
-      const sig = await this.sign(index);
-      await this.db.putSnapshot({ image, hash, versions, index, signature: sig.binary, armored: sig.armored }, this.now());
-    }
-    return hash;
+  private remember(cache: Map<string, SignedIndex>, key: string, index: SignedIndex): SignedIndex {
+    if (cache.size >= INDEX_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+    cache.set(key, index);
+    return index;
   }
 
-  private async loadSnapshot(image: string, hash: string): Promise<SnapshotRecord | undefined> {
-    const key = `${image}/${hash}`;
-    const cached = this.snapshots.get(key);
-    if (cached) return cached;
-    const snap = await this.db.snapshot(image, hash);
-    if (!snap) return undefined;
-    // Snapshots never change; a few hundred cover every cohort of every channel.
-    if (this.snapshots.size >= 512) this.snapshots.delete(this.snapshots.keys().next().value as string);
-    this.snapshots.set(key, snap);
-    return snap;
+  private async indexById(image: string, id: string): Promise<SignedIndex | undefined> {
+    const key = `${image}\0${id}`;
+    const hit = this.byId.get(key);
+    if (hit) return hit;
+    const found = await this.db.indexById(image, id);
+    return found && this.remember(this.byId, key, found);
   }
 
-  /** The index that offers nothing, signed once: what a channel that does not exist shows. */
-  private emptySnapshot(): Promise<SnapshotRecord> {
-    const index = renderIndex([]);
-    this.empty ??= this.sign(index).then((sig) => ({ image: "", hash: sha256(index), versions: [], index, signature: sig.binary, armored: sig.armored }));
-    return this.empty;
+  /** A release's own signed index; undefined for a release recorded without one. */
+  private async ownIndex(image: string, version: string): Promise<SignedIndex | undefined> {
+    const key = `${image}\0${version}`;
+    const hit = this.own.get(key);
+    if (hit) return hit;
+    if ((this.unsigned.get(key) ?? 0) > performance.now()) return undefined;
+    const found = await this.db.releaseIndex(image, version, "release");
+    if (found) return this.remember(this.own, key, found);
+    if (this.unsigned.size > 1000) this.unsigned.clear();
+    this.unsigned.set(key, performance.now() + 1000);
+    return undefined;
+  }
+
+  /** Forgets what this process read about an image's indexes that a new release (or its indexes) changes. */
+  private forgetIndexes(image: string, version: string): void {
+    this.emptyCache.delete(image);
+    this.unsigned.delete(`${image}\0${version}`);
+  }
+
+  /** What a device with nothing to do is shown: the image's newest release's index that offers nothing; undefined before its first release. */
+  private async emptyIndex(image: string): Promise<SignedIndex | undefined> {
+    const hit = this.emptyCache.get(image);
+    if (hit && hit.until > performance.now()) return hit.index;
+    const index = await this.db.newestEmptyIndex(image);
+    if (this.emptyCache.size > 1000) this.emptyCache.clear();
+    this.emptyCache.set(image, { until: performance.now() + 1000, index });
+    return index;
+  }
+
+  /**
+   * A committed release a device may be shown: it carries its own signed index, and the store has
+   * every file it lists (a device must never be shown a file the store cannot serve).
+   */
+  private async offerable(image: string, version: string): Promise<void> {
+    const m = await this.db.release(image, version);
+    if (!m) throw new NotFoundError(`${image} ${version} has not been published`);
+    if (!(await this.ownIndex(image, version))) throw unsignedReleaseError(image, version);
+    for (const f of m.files) {
+      if (!(await this.artifacts.has(image, version, f.name))) throw new UserError(`${image} ${version}: ${f.name} is missing from the artifact store`);
+    }
   }
 
   // Channels, rollouts and pins -------------------------------------------------------------
@@ -299,14 +322,10 @@ export class Fleet {
   async promote(image: string, channel: string, version: string, actor: string, options: RolloutOptions = {}): Promise<ChannelRecord> {
     parseInput(ids.channel, channel, "channel");
     parseInput(rolloutPatch, options, "rollout");
-    if (!(await this.db.release(image, version))) throw new NotFoundError(`${image} ${version} has not been published`);
+    await this.offerable(image, version);
     const prev = await this.db.channel(image, channel);
     const now = this.now();
-    const old = prev?.rollouts ?? [];
-    const versions = [...new Set([...old.map((r) => r.version), version])];
-    const snapshots = new Map<string, string>();
-    for (const v of versions) snapshots.set(v, await this.ensureSnapshot(image, cohortVersions(versions, v)));
-    const base = old.find((r) => r.version === version);
+    const base = prev?.rollouts.find((r) => r.version === version);
     const steps = options.steps ?? base?.steps ?? null;
     const stepSeconds = options.stepSeconds ?? base?.stepSeconds ?? null;
     const percent = options.percent ?? options.steps?.[0] ?? base?.percent ?? 100;
@@ -315,7 +334,6 @@ export class Fleet {
       channel,
       version,
       addedAt: base?.addedAt ?? now,
-      snapshot: snapshots.get(version) as string,
       percent,
       // Offering a version again changes its rollout, never its pause: resuming is its own act.
       paused: base?.paused ?? false,
@@ -327,8 +345,7 @@ export class Fleet {
       minDevices: options.minDevices ?? base?.minDevices ?? DEFAULT_POLICY.minDevices,
       updatedAt: now,
     };
-    const emptySnapshot = await this.ensureSnapshot(image, []);
-    await this.db.saveChannel({ image, channel, emptySnapshot, updatedAt: now }, rollout, snapshots, actor);
+    await this.db.saveChannel({ image, channel, updatedAt: now }, rollout, actor);
     this.forgetChannel(image, channel);
     await this.db.audit(now, actor, "promote", { id: image, channel, version, percent, steps, stepSeconds });
     return (await this.db.channel(image, channel)) as ChannelRecord;
@@ -367,8 +384,8 @@ export class Fleet {
   /** Holds a device (or every device of a group) on `version`, whatever the channel's rollouts say. */
   async pin(image: string, scope: Pin["scope"], target: string, version: string, actor: string): Promise<Pin> {
     parseInput(scope === "device" ? ids.machineId : ids.group, target, scope);
-    if (!(await this.db.release(image, version))) throw new NotFoundError(`${image} ${version} has not been published`);
-    const pin: Pin = { image, scope, target, version, snapshot: await this.ensureSnapshot(image, [version]), actor, at: this.now() };
+    await this.offerable(image, version);
+    const pin: Pin = { image, scope, target, version, actor, at: this.now() };
     await this.db.setPin(pin);
     await this.db.audit(pin.at, actor, "pin", { id: image, scope, target, version });
     return pin;
@@ -404,26 +421,50 @@ export class Fleet {
     this.channelCache.delete(`${image}\0${channel}`);
   }
 
-  /** The signed index a device is shown now; records the poll. */
-  async view(req: DeviceRequest): Promise<SnapshotRecord> {
+  /**
+   * The signed index a device is shown now (records the poll): its pinned release's own, else the
+   * newest release on its channel whose rollout includes it, else the one that offers nothing.
+   * Undefined when the image has no release: there is no signed index to show (the device's check
+   * fails and is retried on its next run).
+   */
+  async view(req: DeviceRequest): Promise<SignedIndex | undefined> {
     // The second request of a check (index and signature come together) finds the view the first
     // one chose and needs no write: half the index requests cost one read.
     const held = await this.db.heldView(req.image, req.machine);
-    const snapshot = held && heldSnapshot(held, req, this.now());
-    if (snapshot) {
-      const snap = await this.loadSnapshot(req.image, snapshot);
-      if (snap) return snap;
+    const heldId = held && heldIndex(held, req, this.now());
+    if (heldId) {
+      const index = await this.indexById(req.image, heldId);
+      if (index) return index;
     }
-    const [channel, pins] = await Promise.all([this.cachedChannel(req.image, req.channel), this.db.pinsFor(req.image, req.machine)]);
-    if (!channel) return this.emptySnapshot();
+    const [channel, pins, empty] = await Promise.all([
+      this.cachedChannel(req.image, req.channel),
+      this.db.pinsFor(req.image, req.machine),
+      this.emptyIndex(req.image),
+    ]);
+    if (!empty || !channel) return empty;
+    // The own indexes of the releases the device may be shown: those whose rollout includes it, and
+    // the pinned ones (which group the device is in is read under its row lock below). A release
+    // recorded without one (before migration 4) is never shown.
+    const own = new Map<string, SignedIndex>();
+    const candidates = [...channel.rollouts.filter((r) => includes(r, req.image, req.machine)).map((r) => r.version), ...pins.map((p) => p.version)];
+    for (const v of new Set(candidates)) {
+      const index = await this.ownIndex(req.image, v);
+      if (index) own.set(v, index);
+    }
+    const offered = offeredRelease(
+      channel.rollouts.filter((r) => own.has(r.version)),
+      req.image,
+      req.machine,
+    );
     const devicePin = pins.find((p) => p.scope === "device");
     const out = await this.db.updateDevice(req.image, req.machine, (prev) => {
       const pin = devicePin ?? pins.find((p) => p.scope === "group" && p.target === prev?.group);
-      const snapshot = pin?.snapshot ?? offeredRelease(channel.rollouts, req.image, req.machine)?.snapshot ?? channel.emptySnapshot;
-      return applyPoll(prev, { ...req, at: this.now(), snapshot, holdMs: this.holdMs });
+      const version = pin ? pin.version : offered?.version;
+      const index = (version !== undefined && own.get(version)) || empty;
+      return applyPoll(prev, { ...req, at: this.now(), index: index.id, holdMs: this.holdMs });
     });
     await this.afterEvents(req.image, out);
-    return (await this.loadSnapshot(req.image, out.snapshot)) ?? (await this.emptySnapshot());
+    return (await this.indexById(req.image, out.index)) ?? empty;
   }
 
   /** A release file the device may fetch: its version is on the device's channel, or pinned for it. */

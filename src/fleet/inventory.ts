@@ -20,8 +20,8 @@ export interface Device {
   prevBootId: string | null;
   bootSeenAt: number | null;
   reboots: number;
-  /** The index snapshot this device is held on for a short while (index and signature must match). */
-  viewSnapshot: string | null;
+  /** The signed index this device is held on for a short while (index and signature must match): its id. */
+  viewIndex: string | null;
   viewUntil: number | null;
   /** The newest version whose UKI (the last file of an update) the device downloaded. */
   downloadedVersion: string | null;
@@ -65,8 +65,8 @@ export interface Poll {
   /** The boot id (`%b`), when the device's URL carries it. */
   boot?: string;
   at: number;
-  /** The snapshot the device should see now, and how long it keeps it once chosen. */
-  snapshot: string;
+  /** The signed index the device should see now (its id), and how long it keeps it once chosen. */
+  index: string;
   holdMs: number;
 }
 
@@ -85,7 +85,7 @@ export function newDevice(image: string, machine: string, arch: string, channel:
     prevBootId: null,
     bootSeenAt: null,
     reboots: 0,
-    viewSnapshot: null,
+    viewIndex: null,
     viewUntil: null,
     downloadedVersion: null,
     downloadedAt: null,
@@ -134,9 +134,9 @@ function observeBoot(d: Device, events: DeviceEvent[], version: string, bootId: 
   inferRollback(d, events, at);
 }
 
-/** The index snapshot a device was shown, and on which channel, boot and version. */
+/** The signed index a device was shown (its id), and on which channel, boot and version. */
 export interface HeldView {
-  snapshot: string | null;
+  index: string | null;
   until: number | null;
   channel: string;
   bootId: string | null;
@@ -144,31 +144,31 @@ export interface HeldView {
 }
 
 /**
- * The snapshot a request at `at` still gets because its device was shown it: the index and
+ * The signed index a request at `at` still gets because its device was shown it: the index and
  * signature of one check must match. A new boot, version or channel is a new check.
  */
-export function heldSnapshot(held: HeldView, req: { channel: string; booted: string; boot?: string }, at: number): string | undefined {
+export function heldIndex(held: HeldView, req: { channel: string; booted: string; boot?: string }, at: number): string | undefined {
   const holds =
     held.until !== null && held.until > at && held.channel === req.channel && held.bootedVersion === req.booted && (!req.boot || req.boot === held.bootId);
-  return holds ? (held.snapshot ?? undefined) : undefined;
+  return holds ? (held.index ?? undefined) : undefined;
 }
 
-export function applyPoll(prev: Device | undefined, p: Poll): Change & { snapshot: string } {
+export function applyPoll(prev: Device | undefined, p: Poll): Change & { index: string } {
   const events: DeviceEvent[] = [];
   const d: Device = prev ? { ...prev } : newDevice(p.image, p.machine, p.arch, p.channel, p.at);
   if (!prev) events.push({ kind: "seen", at: p.at, version: p.booted, detail: { channel: p.channel } });
-  // Keep the snapshot chosen by whichever request of this check came first (asked before the poll
+  // Keep the index chosen by whichever request of this check came first (asked before the poll
   // updates the boot and channel it compares with).
-  const held = heldSnapshot({ snapshot: d.viewSnapshot, until: d.viewUntil, channel: d.channel, bootId: d.bootId, bootedVersion: d.bootedVersion }, p, p.at);
+  const held = heldIndex({ index: d.viewIndex, until: d.viewUntil, channel: d.channel, bootId: d.bootId, bootedVersion: d.bootedVersion }, p, p.at);
   d.lastSeen = p.at;
   d.arch = p.arch;
   d.channel = p.channel;
   observeBoot(d, events, p.booted, p.boot, p.at, false);
   if (held === undefined) {
-    d.viewSnapshot = p.snapshot;
+    d.viewIndex = p.index;
     d.viewUntil = p.at + p.holdMs;
   }
-  return { device: d, events, snapshot: held ?? p.snapshot };
+  return { device: d, events, index: held ?? p.index };
 }
 
 export interface Download {

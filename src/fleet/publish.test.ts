@@ -13,17 +13,8 @@ import { Readable } from "node:stream";
 import type { Transaction } from "kysely";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { databaseEngines } from "../../tests/support/database-engines.js";
-import { standInRelease } from "../../tests/support/fleet-server.js";
-import {
-  fakeSign,
-  filesBelow,
-  KILL_POINTS,
-  type KillPoint,
-  publishedState,
-  publishInProcess,
-  type StandIn,
-  temporaryEntries,
-} from "../../tests/support/publishing.js";
+import { signedManifest, standInRelease } from "../../tests/support/fleet-server.js";
+import { filesBelow, KILL_POINTS, type KillPoint, publishedState, publishInProcess, type StandIn, temporaryEntries } from "../../tests/support/publishing.js";
 import { hookStatements } from "../../tests/support/sql-faults.js";
 import { ConflictError, NotFoundError, UserError } from "../errors.js";
 import { openFleet } from "../server/server.js";
@@ -90,7 +81,7 @@ describe.each(engines)("publishing on %s", (backend) => {
 
   /** The server starting on `where`: the store's recovery runs as it opens, then the interrupted commits are finished. */
   async function start(where: { data: string; database?: string }): Promise<Fleet> {
-    const fleet = await openFleet({ ...where, sign: fakeSign });
+    const fleet = await openFleet(where);
     open.push(fleet);
     return fleet;
   }
@@ -189,14 +180,25 @@ describe.each(engines)("publishing on %s", (backend) => {
       /^database or disk is full$/,
       "absent",
     ],
+    [
+      "commit, the database's step: the release's signed indexes cannot be recorded",
+      (f) => failInTransaction(f, /^insert into "release_indexes" /, dbDown),
+      /^Connection terminated/,
+      "absent",
+    ],
     ["promote: the database fails", (f) => void vi.spyOn(f.db, "saveChannel").mockRejectedValueOnce(dbDown()), /^Connection terminated/, "published"],
-    ["promote: the database's disk is full", (f) => void vi.spyOn(f.db, "putSnapshot").mockRejectedValueOnce(full()), /^ENOSPC/, "published"],
+    [
+      "promote: the database's disk is full",
+      (f) => failInTransaction(f, /^insert into "rollout_changes" /, () => Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" })),
+      /^database or disk is full$/,
+      "published",
+    ],
   ];
 
   it.each(faults)("recovers from a fault at %s", async (_what, inject, error, outcome) => {
     const where = await place();
     const fleet = await start(where);
-    const r = standInRelease("demo", "1.0");
+    const r = await standInRelease("demo", "1.0");
     const errors: Error[] = [];
     fleet.onError = (e) => errors.push(e);
     inject(fleet);
@@ -240,7 +242,7 @@ describe.each(engines)("publishing on %s", (backend) => {
     "recovers from a server killed at %s (%s)",
     async (killAt, _when, outcome) => {
       const where = await place();
-      const r = standInRelease("demo", "1.0");
+      const r = await standInRelease("demo", "1.0");
       await killedPublish(where, r, killAt);
       if (killAt === "upload") expect(temporaryEntries(where.data)).toHaveLength(1);
       const fleet = await start(where);
@@ -252,10 +254,10 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("finishes a commit killed before the database recorded it when the commit, or the whole publish, is retried", async () => {
     for (const retry of ["commit", "publish"] as const) {
       const where = await place();
-      const r = standInRelease("demo", "1.0");
+      const r = await standInRelease("demo", "1.0");
       await killedPublish(where, r, "commit-db");
       // Without the start-up recovery: the client's retry alone finishes it.
-      const fleet = await openFleet({ ...where, sign: fakeSign, recover: false });
+      const fleet = await openFleet({ ...where, recover: false });
       open.push(fleet);
       expect(await publishedState(fleet, where.data, r)).toMatch(/^half-published: release row absent/);
       if (retry === "commit") {
@@ -270,7 +272,7 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("leaves a commit whose database is unreachable throughout for a retry to finish", async () => {
     const where = await place();
     const fleet = await start(where);
-    const r = standInRelease("demo", "1.0");
+    const r = await standInRelease("demo", "1.0");
     vi.spyOn(fleet.db, "commitRelease").mockRejectedValueOnce(dbDown());
     // The undo cannot ask the database whether the commit is still this upload's: it moves nothing.
     vi.spyOn(fleet.db, "suspendUpload").mockRejectedValueOnce(dbDown());
@@ -287,7 +289,7 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("never records an earlier attempt's files for a rebuilt release whose begin stopped before it cleared them", async () => {
     const where = await place();
     const fleet = await start(where);
-    const first = standInRelease("demo", "1.0");
+    const first = await standInRelease("demo", "1.0");
     // The first attempt's commit moved its files, and the database was gone for the record and the undo.
     vi.spyOn(fleet.db, "commitRelease").mockRejectedValueOnce(dbDown());
     vi.spyOn(fleet.db, "suspendUpload").mockRejectedValueOnce(dbDown());
@@ -298,7 +300,11 @@ describe.each(engines)("publishing on %s", (backend) => {
       manifest: { ...first.manifest },
       files: Object.fromEntries(Object.entries(first.files).map(([name, b]) => [name, Buffer.from(b.map((x) => x ^ 0xff))])),
     };
-    rebuilt.manifest = { ...standInRelease("demo", "1.0").manifest, files: first.manifest.files.map((f) => ({ ...f, sha256: sha256(rebuilt.files[f.name]) })) };
+    rebuilt.manifest = await signedManifest(
+      "demo",
+      "1.0",
+      first.manifest.files.map((f) => ({ ...f, sha256: sha256(rebuilt.files[f.name]) })),
+    );
     vi.spyOn(fleet.artifacts, "discard").mockRejectedValueOnce(full());
     await expect(publishInProcess(fleet, rebuilt)).rejects.toThrow("ENOSPC");
     // A server starting now must not take the first attempt's files for the rebuild's.
@@ -312,17 +318,25 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("answers a retried begin and commit of a published release with the release, and refuses another manifest for it", async () => {
     const where = await place();
     const fleet = await start(where);
-    const r = standInRelease("demo", "1.0");
+    const r = await standInRelease("demo", "1.0");
     await publishInProcess(fleet, r);
     // The same files, written again (another creation time): the commit's answer was lost.
     expect(await fleet.beginRelease({ ...r.manifest, createdAt: new Date(0).toISOString() })).toEqual({ committed: true });
     expect(await fleet.commitRelease("demo", "1.0", "test")).toEqual(r.manifest);
-    const other = standInRelease("demo", "1.0");
+    const other = await standInRelease("demo", "1.0");
     const refused = await fleet.beginRelease(other.manifest).catch((e: Error) => e);
     expect(refused).toBeInstanceOf(ConflictError);
     expect((refused as Error).message).toBe("demo 1.0 is already published; releases are immutable");
-    const changed = { ...r.manifest, files: r.manifest.files.map((f, i) => (i === 0 ? { ...f, sha256: "0".repeat(64) } : f)) };
+    const changed = await signedManifest(
+      "demo",
+      "1.0",
+      r.manifest.files.map((f, i) => (i === 0 ? { ...f, sha256: "0".repeat(64) } : f)),
+    );
     await expect(fleet.beginRelease(changed)).rejects.toBeInstanceOf(ConflictError);
+    // Signed again (another signature, the same files): still this release, whose indexes stay as published.
+    const resigned = await signedManifest("demo", "1.0", r.manifest.files);
+    expect(await fleet.beginRelease(resigned)).toEqual({ committed: true });
+    expect((await fleet.db.releaseIndex("demo", "1.0", "release"))?.signature.toString("base64")).toBe(r.manifest.indexes.release.signature.base64);
     await expect(fleet.commitRelease("demo", "2.0", "test")).rejects.toBeInstanceOf(NotFoundError);
     expect(await publishedState(fleet, where.data, r)).toBe("published");
     expect(await fleet.db.upload("demo", "1.0")).toBeUndefined();
@@ -331,7 +345,7 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("refuses a commit whose upload was restarted after it read it, and leaves the restarted upload's files alone", async () => {
     const where = await place();
     const fleet = await start(where);
-    const r = standInRelease("demo", "1.0");
+    const r = await standInRelease("demo", "1.0");
     await fleet.beginRelease(r.manifest);
     for (const [name, b] of Object.entries(r.files)) await fleet.putFile("demo", "1.0", name, Readable.from([b]));
     // Another client begins the same version again while this commit is between its two steps.
@@ -352,7 +366,7 @@ describe.each(engines)("publishing on %s", (backend) => {
   describe("a file name another version has", () => {
     /** An upload row as a server without these checks (or before them) could have left it. */
     async function legacyUpload(fleet: Fleet, version: string, files: StandIn["manifest"]["files"]): Promise<void> {
-      const manifest = { ...standInRelease("demo", version).manifest, files };
+      const manifest = await signedManifest("demo", version, files);
       await fleet.db.kysely
         .insertInto("uploads")
         .values({ image: "demo", version, manifest: JSON.stringify(manifest), started_at: 0 })
@@ -362,14 +376,14 @@ describe.each(engines)("publishing on %s", (backend) => {
     it("is refused at begin when another version's upload in progress reserved it", async () => {
       const where = await place();
       const fleet = await start(where);
-      const r = standInRelease("demo", "2.0");
+      const r = await standInRelease("demo", "2.0");
       await legacyUpload(fleet, "1.5", r.manifest.files.slice(0, 1));
       const refused = await fleet.beginRelease(r.manifest).catch((e: Error) => e);
       expect(refused).toBeInstanceOf(ConflictError);
       expect((refused as Error).message).toBe(`${r.manifest.files[0]?.name} is reserved by the upload of demo 1.5 in progress`);
       expect(await fleet.db.upload("demo", "2.0")).toBeUndefined();
       // The database refuses it whatever the manifest rules say.
-      const published = standInRelease("demo", "1.0");
+      const published = await standInRelease("demo", "1.0");
       await publishInProcess(fleet, published);
       expect(await fleet.db.beginUpload({ ...r.manifest, files: published.manifest.files }, 0)).toEqual({
         status: "taken",
@@ -382,10 +396,10 @@ describe.each(engines)("publishing on %s", (backend) => {
     it("is refused at commit before any file moves, leaving no version 'already published' but in no table", async () => {
       const where = await place();
       const fleet = await start(where);
-      const first = standInRelease("demo", "1.0");
+      const first = await standInRelease("demo", "1.0");
       await publishInProcess(fleet, first);
       // 2.0's upload names 1.0's UKI (begun before the checks existed), and its files are uploaded.
-      const second = standInRelease("demo", "2.0");
+      const second = await standInRelease("demo", "2.0");
       const uki = first.manifest.files[0];
       if (!uki) throw new Error("no UKI");
       await legacyUpload(fleet, "2.0", [uki, ...second.manifest.files.slice(1)]);
@@ -411,7 +425,7 @@ describe.each(engines)("publishing on %s", (backend) => {
     it("is refused at the database's step of a commit even when the check before it passed", async () => {
       const where = await place();
       const fleet = await start(where);
-      const first = standInRelease("demo", "1.0");
+      const first = await standInRelease("demo", "1.0");
       await publishInProcess(fleet, first);
       const uki = first.manifest.files[0];
       if (!uki) throw new Error("no UKI");
@@ -430,7 +444,7 @@ describe.each(engines)("publishing on %s", (backend) => {
   it("refuses with user errors: no upload in progress, a file not in the manifest, a file not uploaded completely", async () => {
     const where = await place();
     const fleet = await start(where);
-    const r = standInRelease("demo", "1.0");
+    const r = await standInRelease("demo", "1.0");
     await expect(fleet.putFile("demo", "1.0", "demo_1.0.efi", Readable.from([Buffer.alloc(1)]))).rejects.toBeInstanceOf(NotFoundError);
     await expect(fleet.commitRelease("demo", "1.0", "test")).rejects.toThrow("no upload of demo 1.0 in progress");
     await fleet.beginRelease(r.manifest);

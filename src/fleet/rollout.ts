@@ -1,13 +1,10 @@
 // Which version a device is offered. Devices are placed in a rollout by a hash of the release and
 // their machine-id, so the choice is the same on every request (the client fetches the index and
 // its signature at once), on every server replica, and only grows as the percentage is raised.
-// A device's view is one of a few pre-signed indexes ("cohorts"): the channel's versions up to the
-// one it is offered, so no request ever needs the signing key.
+// A device's view is the offered release's own signed index, which lists only that release: a
+// device only ever moves forward, so older releases need not be listed.
 import { createHash } from "node:crypto";
 import { compareVersions } from "../contract/version.js";
-
-/** How many versions one index lists (devices only ever move forward; older ones are history). */
-export const INDEX_VERSIONS = 3;
 
 /** The device's place in a release's rollout, in [0, 100): it is in while this is below the percentage. */
 export function rolloutBucket(image: string, version: string, machine: string): number {
@@ -32,14 +29,6 @@ export function offeredRelease<T extends RolloutState>(releases: readonly T[], i
     if ((!best || compareVersions(r.version, best.version) > 0) && includes(r, image, machine)) best = r;
   }
   return best;
-}
-
-/** The versions an index offering `offered` lists: it and the channel's older ones, oldest first. */
-export function cohortVersions(channelVersions: readonly string[], offered: string): string[] {
-  return channelVersions
-    .filter((v) => compareVersions(v, offered) <= 0)
-    .sort(compareVersions)
-    .slice(-INDEX_VERSIONS);
 }
 
 /** A rollout that raises itself: `steps` percentages, one every `stepSeconds`. */

@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ensureUpdateKey, signDetached, verifyDetached } from "./update-key.js";
+import { ensureUpdateKey, signDetached } from "./update-key.js";
+import { verifyDetached } from "./update-signature.js";
 
 describe("update signing key", () => {
   it("is created once, private half 0600, and signs what verifies only unchanged", async () => {

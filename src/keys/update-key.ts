@@ -1,9 +1,11 @@
 // The update signing key: an OpenPGP key (openpgp.js) whose detached signature over SHA256SUMS
 // systemd-pull checks with gpg on the device. Its public half becomes the image's only trusted key.
+// Only `basalt release` signs (and the key set commands make the key); checking is update-signature.ts.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as openpgp from "openpgp";
 import { UserError } from "../errors.js";
+import { publicKeyFingerprint } from "./update-signature.js";
 
 export interface UpdateKeyPaths {
   /** Armored private key, 0600. */
@@ -43,9 +45,8 @@ export async function publicKeyring(paths: UpdateKeyPaths): Promise<Buffer> {
   return Buffer.from(key.toPublic().write());
 }
 
-export async function fingerprint(paths: UpdateKeyPaths): Promise<string> {
-  const key = await openpgp.readKey({ armoredKey: readFileSync(paths.publicKey, "utf8") });
-  return key.getFingerprint().toUpperCase();
+export function fingerprint(paths: UpdateKeyPaths): Promise<string> {
+  return publicKeyFingerprint(readFileSync(paths.publicKey, "utf8"));
 }
 
 /** A detached signature over `data`, binary (SHA256SUMS.gpg) and armored (SHA256SUMS.asc). */
@@ -56,20 +57,4 @@ export async function signDetached(paths: UpdateKeyPaths, data: Buffer): Promise
   const binary = await openpgp.sign({ message, signingKeys, detached: true, format: "binary" });
   const armored = await openpgp.sign({ message, signingKeys, detached: true, format: "armored" });
   return { binary: Buffer.from(binary), armored };
-}
-
-/** Checks a detached signature against the public key; false on any mismatch. */
-export async function verifyDetached(publicKeyArmored: string, data: Buffer, signature: Buffer): Promise<boolean> {
-  try {
-    const verificationKeys = await openpgp.readKey({ armoredKey: publicKeyArmored });
-    const result = await openpgp.verify({
-      message: await openpgp.createMessage({ binary: data }),
-      signature: await openpgp.readSignature({ binarySignature: signature }),
-      verificationKeys,
-    });
-    await result.signatures[0]?.verified;
-    return result.signatures.length > 0;
-  } catch {
-    return false;
-  }
 }

@@ -1,6 +1,8 @@
 // basalt release: turns a build output into what an update server publishes. The partitions are
 // xz-compressed (systemd-pull 257 decompresses xz, not zstd; the slot padding then costs nothing
-// to download), the UKI ships as is, and SHA256SUMS is signed with the appliance's update key.
+// to download), the UKI ships as is, and both indexes a device can be shown for the release (its
+// own SHA256SUMS, and one that offers nothing) are signed with the appliance's update key: the
+// update server that serves them holds no key.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { sha256File } from "../build/hash.js";
@@ -9,22 +11,19 @@ import { RELEASE_FORMAT, type ReleaseFile, type ReleaseManifest } from "../contr
 import { loadAppliance } from "../definition/load.js";
 import { parseInput, UserError } from "../errors.js";
 import { keysDir } from "../keys/keys.js";
-import { fingerprint, signDetached, updateKeyPaths } from "../keys/update-key.js";
+import { updateKeyPaths } from "../keys/update-key.js";
 import { run } from "../process/run.js";
 import type { Reporter } from "../report/reporter.js";
 import { ensureMkosi, type MkosiTool } from "../toolchain/mkosi.js";
 import { runTool } from "../toolchain/tools-run.js";
 import { ensureToolsTree } from "../toolchain/tools-tree.js";
-import { renderSha256Sums } from "./sha256sums.js";
+import { signReleaseIndexes, writeIndexFiles } from "./indexes.js";
+import { releasesDir } from "./layout.js";
 
 export interface ReleaseOptions {
   reporter: Reporter;
   /** Release images signed with development keys (refused otherwise). */
   allowDev?: boolean;
-}
-
-export function releasesDir(applianceDir: string): string {
-  return join(applianceDir, "out", "releases");
 }
 
 /** xz in place with all cores; the slot padding (zeros) compresses to almost nothing. */
@@ -79,19 +78,18 @@ export async function createRelease(dirArg: string, options: ReleaseOptions): Pr
       const size = statSync(join(staging, name)).size;
       files.push({ name, kind: a.kind as ReleaseFile["kind"], size, sha256: await sha256File(join(staging, name)), installedSize: a.size });
     }
-    const sums = renderSha256Sums(files.map((f) => ({ name: f.name, sha256: f.sha256 })));
-    writeFileSync(join(staging, "SHA256SUMS"), sums);
-    const sig = await signDetached(keys, Buffer.from(sums));
-    writeFileSync(join(staging, "SHA256SUMS.gpg"), sig.binary);
-    writeFileSync(join(staging, "SHA256SUMS.asc"), sig.armored);
+    const signed = await signReleaseIndexes(files, keys);
+    writeIndexFiles(staging, signed.indexes);
     const manifest: ReleaseManifest = {
       format: RELEASE_FORMAT,
       id: build.id,
       version: build.version,
       devSigned: build.devSigned,
       roothash: build.roothash,
-      signingKey: await fingerprint(keys),
+      signingKey: signed.signingKey,
+      publicKey: signed.publicKey,
       files,
+      indexes: signed.indexes,
       createdAt: new Date().toISOString(),
     };
     writeFileSync(join(staging, "release.json"), `${JSON.stringify(manifest, null, 2)}\n`);

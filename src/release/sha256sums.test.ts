@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { renderIndex } from "../fleet/fleet.js";
-import { parseSha256Sums, renderSha256Sums } from "./sha256sums.js";
+import { NOTHING_OFFERED } from "../contract/release-manifest.js";
+import { parseSha256Sums, renderIndex, renderSha256Sums } from "./sha256sums.js";
 
 const h = (c: string) => c.repeat(64);
 
@@ -19,7 +20,8 @@ describe("SHA256SUMS", () => {
     expect(parseSha256Sums("")).toEqual([]);
     // What the server shows instead: one entry no transfer pattern matches (<id>_… patterns need a '_').
     const nothing = renderIndex([]).toString("utf8");
-    expect(parseSha256Sums(nothing).map((e) => e.name)).toEqual(["basalt-nothing-offered"]);
+    expect(parseSha256Sums(nothing)).toEqual([{ name: "basalt-nothing-offered", sha256: createHash("sha256").update("").digest("hex") }]);
+    expect(parseSha256Sums(nothing)).toEqual([NOTHING_OFFERED]);
     expect(nothing.length).toBeGreaterThan(0);
   });
 

@@ -1,6 +1,7 @@
 // SHA256SUMS exactly as systemd-sysupdate 257 parses it: "<64 hex> <SP><SP> <name> LF" per line,
 // every line LF-terminated, no blank lines, comments or CR, names without '/' or control
 // characters. Any violation makes the client reject the whole index, so we refuse to write one.
+import { NOTHING_OFFERED } from "../contract/release-manifest.js";
 import { UserError } from "../errors.js";
 
 export interface SumEntry {
@@ -19,7 +20,7 @@ export function checkFileName(name: string): void {
 
 export function renderSha256Sums(entries: SumEntry[]): string {
   // sysupdate would parse an empty index, but systemd-pull 257 never gets that far: it fails on a
-  // 0-byte body ("Premature connection termination", seen in the VM suite). See fleet's renderIndex.
+  // 0-byte body ("Premature connection termination", seen in the VM suite). See renderIndex.
   if (!entries.length) throw new UserError("an empty SHA256SUMS cannot be served: systemd-pull 257 fails on a 0-byte body");
   const seen = new Set<string>();
   const lines = [...entries]
@@ -32,6 +33,11 @@ export function renderSha256Sums(entries: SumEntry[]): string {
       return `${e.sha256}  ${e.name}\n`;
     });
   return lines.join("");
+}
+
+/** The bytes of an index listing `entries`; with none, the index that offers nothing (NOTHING_OFFERED), never an empty body. */
+export function renderIndex(entries: SumEntry[]): Buffer {
+  return Buffer.from(renderSha256Sums(entries.length ? entries : [NOTHING_OFFERED]));
 }
 
 /** Parses an index the way the client does; throws on anything it would reject. */

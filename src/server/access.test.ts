@@ -61,7 +61,7 @@ async function fleetState(): Promise<string> {
     "releases",
     "release_files",
     "uploads",
-    "snapshots",
+    "release_indexes",
     "channels",
     "rollouts",
     "rollout_changes",

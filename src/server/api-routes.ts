@@ -6,10 +6,10 @@
 //   POST   /api/v1/releases/<id>/<version>            release.json: start an upload ({committed: true} if it is published already)
 //   PUT    /api/v1/releases/<id>/<version>/<file>     the file's bytes (application/octet-stream, checked against release.json)
 //   POST   /api/v1/releases/<id>/<version>/commit     make the release visible
-//   GET    /api/v1/releases
+//   GET    /api/v1/releases                            every release, with the fingerprint of the key its indexes are signed with (signedBy)
 //   POST   /api/v1/channels/<channel>/promote         {id, version, percent?, steps?, stepSeconds?, maxFailureRate?, minDevices?}
 //   GET    /api/v1/channels
-//   GET    /api/v1/rollouts                            every rollout with its numbers
+//   GET    /api/v1/rollouts                            every rollout with its numbers and its release's signedBy
 //   GET    /api/v1/rollouts/<id>/<channel>/<version>   progress: changes, first events, stats
 //   POST   /api/v1/rollouts/<id>/<channel>/<version>   {percent?, paused?, steps?, stepSeconds?, maxFailureRate?, minDevices?, reason?}
 //   GET    /api/v1/devices?image=&version=&channel=&group=&health=&duplicate=&rolled_back=&q=&limit=&offset=
@@ -91,7 +91,7 @@ export function registerApiRoutes(scope: FastifyInstance, fleet: Fleet, o: ApiRo
   app.post("/api/v1/releases/:id/:version", { config, schema: { params: release, body: releaseManifestSchema } }, async (req) => {
     const m = req.body;
     if (m.id !== req.params.id || m.version !== req.params.version) throw new UserError("the release manifest does not match the URL");
-    const { committed } = await fleet.beginRelease(m);
+    const { committed } = await fleet.beginRelease(m, operatorOf(req));
     return { committed, uploading: committed ? [] : m.files.map((f) => f.name) };
   });
 
@@ -131,8 +131,17 @@ export function registerApiRoutes(scope: FastifyInstance, fleet: Fleet, o: ApiRo
   );
 
   app.get("/api/v1/rollouts", { config }, async () => {
-    const rollouts = await fleet.db.rollouts();
-    return { rollouts: await Promise.all(rollouts.map(async (r) => ({ ...r, stats: await fleet.db.releaseStats(r.image, r.version) }))) };
+    const [rollouts, releases] = await Promise.all([fleet.db.rollouts(), fleet.db.releases()]);
+    const signedBy = new Map(releases.map((r) => [`${r.id} ${r.version}`, r.signedBy]));
+    return {
+      rollouts: await Promise.all(
+        rollouts.map(async (r) => ({
+          ...r,
+          signedBy: signedBy.get(`${r.image} ${r.version}`) ?? null,
+          stats: await fleet.db.releaseStats(r.image, r.version),
+        })),
+      ),
+    };
   });
 
   app.get("/api/v1/rollouts/:id/:channel/:version", { config, schema: { params: rollout } }, async (req) =>

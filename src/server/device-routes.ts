@@ -4,8 +4,9 @@
 //   GET|HEAD /v1/<channel>/<image id>/<arch>/<machine-id>/<booted version>[/<boot id>]/<file>
 //   POST     /v1/<channel>/<image id>/<arch>/<machine-id>/report     (Authorization: Bearer <device token>)
 //
-// The index and its signature come from one pre-signed snapshot per device for a short while (the
-// client fetches both at once); files are served with exact Content-Length, Range, ETag and
+// The index and its signature are one of the signed indexes the image's releases carry, the same for
+// a device for a short while (the client fetches both at once); an image without a release has none
+// to show (404). Files are served with exact Content-Length, Range, ETag and
 // Last-Modified, and never with a Content-Encoding (the client sends no Accept-Encoding). A download
 // is recorded once every byte of it was sent: a part or an abandoned transfer proves nothing.
 import { basename, dirname } from "node:path";
@@ -13,6 +14,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import * as ids from "../contract/ids.js";
+import { DEVICE_INDEX_FILES } from "../contract/release-manifest.js";
 import { deviceReportSchema } from "../contract/report.js";
 import { DEVICE_ROUTES } from "../contract/urls.js";
 import type { DeviceRequest, Fleet } from "../fleet/fleet.js";
@@ -25,7 +27,8 @@ declare module "fastify" {
 }
 
 const identity = { channel: ids.channel, image: ids.imageId, arch: ids.architecture, machine: ids.machineId };
-const fileParams = z.object({ ...identity, booted: ids.version, file: ids.releaseFileName.or(z.enum(["SHA256SUMS", "SHA256SUMS.gpg", "SHA256SUMS.asc"])) });
+const [INDEX, SIGNATURE, ARMORED] = DEVICE_INDEX_FILES;
+const fileParams = z.object({ ...identity, booted: ids.version, file: ids.releaseFileName.or(z.enum(DEVICE_INDEX_FILES)) });
 const fileParamsWithBoot = fileParams.extend({ boot: ids.bootId });
 const reportParams = z.object(identity);
 
@@ -50,13 +53,14 @@ export function registerDeviceRoutes(scope: FastifyInstance, fleet: Fleet, o: De
     const { file, ...p } = req.params;
     const d: DeviceRequest = { channel: p.channel, image: p.image, arch: p.arch, machine: p.machine, booted: p.booted, ...(p.boot ? { boot: p.boot } : {}) };
     const device = { machine: d.machine, booted: d.booted, boot: d.boot, channel: d.channel, file };
-    if (file === "SHA256SUMS" || file === "SHA256SUMS.gpg" || file === "SHA256SUMS.asc") {
-      const snap = await fleet.view(d);
-      req.logContext = { device, snapshot: snap.hash, versions: snap.versions };
-      reply.header("cache-control", "no-store").header("etag", `"${snap.hash.slice(0, 32)}${file.slice(10)}"`);
-      if (file === "SHA256SUMS") return reply.type("text/plain; charset=utf-8").send(snap.index);
-      if (file === "SHA256SUMS.gpg") return reply.type("application/pgp-signature").send(snap.signature);
-      return reply.type("application/pgp-signature").send(snap.armored);
+    if (file === INDEX || file === SIGNATURE || file === ARMORED) {
+      const view = await fleet.view(d);
+      if (!view) return reply.code(404).send({ error: `nothing has been published for ${d.image}` });
+      req.logContext = { device, index: view.id, offers: view.offers === "release" ? view.version : "nothing" };
+      reply.header("cache-control", "no-store").header("etag", `"${view.id.slice(0, 32)}${file.slice(INDEX.length)}"`);
+      if (file === INDEX) return reply.type("text/plain; charset=utf-8").send(view.index);
+      if (file === SIGNATURE) return reply.type("application/pgp-signature").send(view.signature);
+      return reply.type("application/pgp-signature").send(view.armored);
     }
     const offered = await fleet.offeredFile({ ...d, file });
     if (!offered) return reply.code(404).send({ error: "not found" });

@@ -28,7 +28,7 @@ describe("1. the operator API without credentials", () => {
     expect((await rawRequest({ port, method: "GET", target: "/%61pi/v1/audit" })).status).toBe(401);
     expect((await rawRequest({ port, method: "GET", target: "http://x/api/v1/audit" })).status).toBe(401);
     // The attack: upload, commit and promote a release, then mint another device's report token.
-    const { manifest, files } = standInRelease("demo", "9.9");
+    const { manifest, files } = await standInRelease("demo", "9.9");
     const json = { "content-type": "application/json" };
     const steps = [
       { method: "POST", target: "/%61pi/v1/releases/demo/9.9", body: JSON.stringify(manifest), headers: json },
@@ -204,7 +204,7 @@ describe("4. the rest of the review", () => {
   it("answers malformed bodies and queries with 400 and a reason, never 500", async () => {
     const s = await server();
     await s.publish("demo", "stable", "1.0");
-    const { manifest } = standInRelease("demo", "2.0");
+    const { manifest } = await standInRelease("demo", "2.0");
     const cases: [string, string, unknown, Record<string, string>?][] = [
       ["POST", "/api/v1/releases/demo/2.0", { ...manifest, files: [null] }],
       ["POST", "/api/v1/releases/demo/2.0", { ...manifest, files: [{ name: 123 }] }],

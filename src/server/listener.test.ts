@@ -51,7 +51,7 @@ describe("timeouts", () => {
 
   it("cuts off an upload slower than the minimum rate, and takes one at full speed", async () => {
     const { s, port } = await server();
-    const { manifest, files } = standInRelease("demo", "1.0", { uki: 64 * 1024, root: 4096 });
+    const { manifest, files } = await standInRelease("demo", "1.0", { uki: 64 * 1024, root: 4096 });
     const auth = { authorization: `Bearer ${OPERATOR_TOKEN}` };
     expect((await s.app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: manifest })).statusCode).toBe(200);
     const [uki, bytes] = Object.entries(files).find(([n]) => n.endsWith(".efi")) ?? [];

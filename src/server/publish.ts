@@ -7,7 +7,7 @@ import type { ReleaseManifest } from "../contract/release-manifest.js";
 import { loadAppliance } from "../definition/load.js";
 import { UserError } from "../errors.js";
 import type { RolloutOptions } from "../fleet/fleet.js";
-import { releasesDir } from "../release/release.js";
+import { releasesDir } from "../release/layout.js";
 import type { Reporter } from "../report/reporter.js";
 import { ApiClient } from "./client.js";
 import type { ChannelView } from "./views.js";
@@ -21,10 +21,19 @@ export interface PublishOptions {
   reporter: Reporter;
 }
 
+/** Publishes the release of the version the appliance in `dirArg` defines. */
 export async function publishRelease(dirArg: string, options: PublishOptions): Promise<ChannelView> {
   const loaded = loadAppliance(dirArg);
   const dir = join(releasesDir(loaded.context.dir), loaded.appliance.version);
   if (!existsSync(join(dir, "release.json"))) throw new UserError(`${dir}: no release`, `run 'basalt release ${dirArg}' first`);
+  return publishReleaseDir(dir, options);
+}
+
+/**
+ * Publishes the release in `dir` (its release.json and files): the files are uploaded, the indexes
+ * and their signatures travel in release.json.
+ */
+export async function publishReleaseDir(dir: string, options: PublishOptions): Promise<ChannelView> {
   const manifest = JSON.parse(readFileSync(join(dir, "release.json"), "utf8")) as ReleaseManifest;
   const client = new ApiClient(options.server, options.token);
   const release = `/releases/${encodeURIComponent(manifest.id)}/${encodeURIComponent(manifest.version)}`;

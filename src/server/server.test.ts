@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { manifestFor } from "../../tests/support/fleet-server.js";
+import { manifestFor, testUpdateKey } from "../../tests/support/fleet-server.js";
 import { deviceFileUrl } from "../contract/urls.js";
-import { ensureUpdateKey, signDetached, type UpdateKeyPaths, verifyDetached } from "../keys/update-key.js";
+import { verifyDetached } from "../keys/update-signature.js";
 import { parseSha256Sums } from "../release/sha256sums.js";
 import { createServer, openFleet } from "./server.js";
 
@@ -16,20 +16,18 @@ const MID = "0123456789abcdef0123456789abcdef";
 const dev = (file: string, machine = MID, channel = "stable") => deviceFileUrl("", { channel, image: "demo", arch: "x86-64", machine, booted: "1.0" }, file);
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
-let key: UpdateKeyPaths;
 let publicKey: string;
 const apps: FastifyInstance[] = [];
 
 beforeAll(async () => {
-  key = await ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-srvkey-")), "demo");
-  publicKey = readFileSync(key.publicKey, "utf8");
+  publicKey = readFileSync((await testUpdateKey()).publicKey, "utf8");
 });
 afterEach(async () => {
   for (const a of apps.splice(0)) await a.close();
 });
 
 async function server(token: string | null = TOKEN) {
-  const fleet = await openFleet({ data: mkdtempSync(join(tmpdir(), "basalt-srv-")), sign: (index) => signDetached(key, index), holdSeconds: 60 });
+  const fleet = await openFleet({ data: mkdtempSync(join(tmpdir(), "basalt-srv-")), holdSeconds: 60 });
   const app = createServer({ fleet, auth: { secret: randomBytes(32), credentials: { operators: [], ...(token ? { token } : {}) } } });
   apps.push(app);
   return { app, fleet };
@@ -38,7 +36,7 @@ async function server(token: string | null = TOKEN) {
 const release = (version: string, files: Record<string, Buffer>) => manifestFor("demo", version, files);
 
 async function publish(app: FastifyInstance, version: string, files: Record<string, Buffer>, channel = "stable") {
-  const m = release(version, files);
+  const m = await release(version, files);
   expect((await app.inject({ method: "POST", url: `/api/v1/releases/demo/${version}`, headers: auth, payload: m })).statusCode).toBe(200);
   for (const [name, body] of Object.entries(files)) {
     const r = await app.inject({
@@ -63,8 +61,10 @@ const v2 = {
 };
 
 describe("basalt serve: what devices see", () => {
-  it("offers a signed index that offers nothing before anything is published (never an empty body: systemd-pull 257 fails on one)", async () => {
+  it("has no index to show before a release is published (404), then a signed one that offers nothing (never an empty body: systemd-pull 257 fails on one)", async () => {
     const { app } = await server();
+    for (const file of ["SHA256SUMS", "SHA256SUMS.gpg", "SHA256SUMS.asc"]) expect((await app.inject(dev(file))).statusCode).toBe(404);
+    await publish(app, "1.0", v1, "beta");
     const r = await app.inject(dev("SHA256SUMS"));
     expect(r.statusCode).toBe(200);
     expect(parseSha256Sums(r.body).map((e) => e.name)).toEqual(["basalt-nothing-offered"]);
@@ -74,7 +74,7 @@ describe("basalt serve: what devices see", () => {
     expect((await app.inject(dev("demo_1.0.efi"))).statusCode).toBe(404);
   });
 
-  it("serves a signed index of the channel's versions and the files it lists, byte for byte", async () => {
+  it("serves the offered release's signed index, which lists that release alone, and the files it lists, byte for byte", async () => {
     const { app } = await server();
     await publish(app, "1.0", v1);
     await publish(app, "2.0", v2);
@@ -82,7 +82,7 @@ describe("basalt serve: what devices see", () => {
     expect(index.headers["content-length"]).toBe(String(index.rawPayload.length));
     expect(index.headers["content-encoding"]).toBeUndefined();
     const entries = parseSha256Sums(index.body);
-    expect(entries.map((e) => e.name).sort()).toEqual([...Object.keys(v1), ...Object.keys(v2)].sort());
+    expect(entries.map((e) => e.name).sort()).toEqual(Object.keys(v2).sort());
     const sig = await app.inject(dev("SHA256SUMS.gpg"));
     expect(await verifyDetached(publicKey, index.rawPayload, sig.rawPayload)).toBe(true);
     for (const e of entries) {
@@ -133,7 +133,7 @@ describe("basalt serve: what devices see", () => {
     expect((await app.inject(dev("demo_2.0.efi", MID, "beta"))).statusCode).toBe(200);
   });
 
-  it("keeps index and signature of one device on one snapshot while a publish swaps the channel", async () => {
+  it("keeps index and signature of one device on one index while a publish swaps the channel", async () => {
     const { app } = await server();
     await publish(app, "1.0", v1);
     const devices = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(32, "0"));
@@ -164,7 +164,7 @@ describe("basalt serve: operator API", () => {
 
   it("rejects a file whose hash differs from the release manifest, and commits only complete releases", async () => {
     const { app, fleet } = await server();
-    const m = release("1.0", v1);
+    const m = await release("1.0", v1);
     await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: m });
     const bad = await app.inject({
       method: "PUT",
@@ -185,7 +185,7 @@ describe("basalt serve: operator API", () => {
     const { app } = await server();
     await publish(app, "1.0", v1);
     const changed = Object.fromEntries(Object.keys(v1).map((name) => [name, randomBytes(100)]));
-    const again = await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: release("1.0", changed) });
+    const again = await app.inject({ method: "POST", url: "/api/v1/releases/demo/1.0", headers: auth, payload: await release("1.0", changed) });
     expect(again.statusCode).toBe(409);
     expect(again.json().error).toMatch(/immutable/);
   });
@@ -201,7 +201,7 @@ describe("basalt publish", () => {
     const rel = join(dir, "out", "releases", "1.0");
     mkdirSync(rel, { recursive: true });
     for (const [name, b] of Object.entries(v1)) writeFileSync(join(rel, name), b);
-    writeFileSync(join(rel, "release.json"), JSON.stringify(release("1.0", v1)));
+    writeFileSync(join(rel, "release.json"), JSON.stringify(await release("1.0", v1)));
     const { app, fleet } = await server();
     const url = await app.listen({ host: "127.0.0.1", port: 0 });
     const reporter = createReporter({ quiet: true });

@@ -15,7 +15,7 @@ import { hasZodFastifySchemaValidationErrors, serializerCompiler, validatorCompi
 import { httpStatus, UserError } from "../errors.js";
 import { type ArtifactOptions, openArtifactStore } from "../fleet/artifacts/open.js";
 import { FleetDb } from "../fleet/db/fleet-db.js";
-import { Fleet, type Signer } from "../fleet/fleet.js";
+import { Fleet } from "../fleet/fleet.js";
 import { csrfTokenOf, csrfUserOf, registerAccess } from "./access.js";
 import { registerApiRoutes } from "./api-routes.js";
 import { Auth, type AuthOptions } from "./auth.js";
@@ -139,7 +139,6 @@ export interface OpenFleetOptions extends Partial<ArtifactOptions> {
   data: string;
   /** A SQLite file path or a postgres:// URL. */
   database?: string;
-  sign: Signer;
   holdSeconds?: number;
   now?: () => number;
   /** Finish commits a killed process left between the store and the database (default true). */
@@ -171,7 +170,6 @@ export async function openFleet(o: OpenFleetOptions): Promise<Fleet> {
   const fleet = new Fleet({
     db,
     artifacts,
-    sign: o.sign,
     ...(o.holdSeconds !== undefined ? { holdSeconds: o.holdSeconds } : {}),
     ...(o.now ? { now: o.now } : {}),
   });

@@ -11,27 +11,33 @@ export type Accel = "kvm" | "tcg";
 
 const TRIAL_MS = 15_000;
 
-export async function detectAccel(tools: VmTools): Promise<Accel> {
+/**
+ * `smm`: the guest needs System Management Mode (Secure Boot firmware), which KVM lacks on some
+ * hosts where it otherwise works: it is tried separately, with the Secure Boot firmware.
+ */
+export async function detectAccel(tools: VmTools, options: { smm?: boolean } = {}): Promise<Accel> {
   const forced = process.env.BASALT_VM_ACCEL;
   if (forced === "kvm" || forced === "tcg") return forced;
   if (!existsSync("/dev/kvm")) return "tcg";
+  const smm = Boolean(options.smm);
   const dir = join(cacheDir(), "vm");
-  const cache = join(dir, "accel.json");
+  const cache = join(dir, smm ? "accel-smm.json" : "accel.json");
   const key = `${release()}`;
   if (existsSync(cache)) {
     const c = JSON.parse(readFileSync(cache, "utf8")) as { key: string; accel: Accel };
     if (c.key === key) return c.accel;
   }
   mkdirSync(dir, { recursive: true });
-  const accel = (await kvmBootsFirmware(tools, dir)) ? "kvm" : "tcg";
+  const accel = (await kvmBootsFirmware(tools, dir, smm)) ? "kvm" : "tcg";
   writeFileSync(cache, `${JSON.stringify({ key, accel })}\n`);
   return accel;
 }
 
 /** Boots OVMF alone under KVM: its boot manager reaching the serial port proves the guest runs. */
-async function kvmBootsFirmware(tools: VmTools, dir: string): Promise<boolean> {
-  const serial = join(dir, "kvm-trial.serial");
-  const vars = join(dir, "kvm-trial.vars");
+async function kvmBootsFirmware(tools: VmTools, dir: string, smm: boolean): Promise<boolean> {
+  const trial = smm ? "kvm-trial-smm" : "kvm-trial";
+  const serial = join(dir, `${trial}.serial`);
+  const vars = join(dir, `${trial}.vars`);
   rmSync(serial, { force: true });
   writeFileSync(vars, readFileSync(tools.firmwareVars));
   const qemu = spawnDaemon(
@@ -39,7 +45,8 @@ async function kvmBootsFirmware(tools: VmTools, dir: string): Promise<boolean> {
       ...tools.prefix,
       "qemu-system-x86_64",
       "-machine",
-      "q35,smm=off",
+      `q35,smm=${smm ? "on" : "off"}`,
+      ...(smm ? ["-global", "driver=cfi.pflash01,property=secure,value=on"] : []),
       "-accel",
       "kvm",
       "-cpu",
@@ -50,13 +57,13 @@ async function kvmBootsFirmware(tools: VmTools, dir: string): Promise<boolean> {
       "-display",
       "none",
       "-drive",
-      `if=pflash,format=raw,readonly=on,file=${tools.firmwareCode}`,
+      `if=pflash,format=raw,readonly=on,file=${smm ? tools.secureBootCode : tools.firmwareCode}`,
       "-drive",
       `if=pflash,format=raw,file=${vars}`,
       "-serial",
       `file:${serial}`,
     ],
-    { logFile: join(dir, "kvm-trial.log"), env: tools.env },
+    { logFile: join(dir, `${trial}.log`), env: tools.env },
   );
   const deadline = Date.now() + TRIAL_MS;
   let ok = false;

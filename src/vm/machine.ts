@@ -27,7 +27,11 @@ export interface VmConfig {
   forwards: Record<string, number>;
   /** systemd credentials passed in through SMBIOS type 11, as a device's firmware or BMC would (name → value). */
   credentials?: Record<string, string>;
+  /** Secure Boot firmware, starting in setup mode (no keys) or with vendor (Microsoft) keys; absent: no Secure Boot. */
+  secureBoot?: SecureBootStart;
 }
+
+export type SecureBootStart = "setup" | "vendor";
 
 export interface VmRuntime {
   qemuPid: number;
@@ -46,6 +50,7 @@ export interface CreateOptions {
   /** Extra guest ports to forward besides SSH. */
   ports?: number[];
   credentials?: Record<string, string>;
+  secureBoot?: SecureBootStart;
 }
 
 export async function freePort(): Promise<number> {
@@ -114,10 +119,11 @@ export class Vm {
       diskSize: options.diskSize ?? "8G",
       forwards,
       ...(options.credentials ? { credentials: checkCredentials(options.credentials) } : {}),
+      ...(options.secureBoot ? { secureBoot: options.secureBoot } : {}),
     };
     const q = (argv: string[]) => run([...tools.prefix, ...argv], { env: tools.env, capture: true });
     await q(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", abs, join(root, "disk.qcow2"), config.diskSize]);
-    copyFileSync(tools.firmwareVars, join(root, "efivars.fd"));
+    copyFileSync(config.secureBoot === "vendor" ? tools.vendorVars : tools.firmwareVars, join(root, "efivars.fd"));
     await q(["swtpm_setup", "--tpm-state", join(root, "tpm"), "--tpm2", "--pcr-banks", "sha256", "--config", "/dev/null"]);
     // Credentials may be secrets (a report token): the file is the operator's alone.
     writeFileSync(join(root, "vm.json"), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
@@ -197,7 +203,7 @@ export class Vm {
     const incomingFile = join(this.dir, "incoming");
     const incoming = existsSync(incomingFile) ? readFileSync(incomingFile, "utf8") : undefined;
     rmSync(incomingFile, { force: true });
-    const accel = await detectAccel(this.tools);
+    const accel = await detectAccel(this.tools, { smm: Boolean(this.config.secureBoot) });
     const sock = join(this.dir, "swtpm.sock");
     rmSync(sock, { force: true });
     const swtpm = spawnDaemon(
@@ -256,10 +262,13 @@ export class Vm {
     const fwd = Object.entries(c.forwards)
       .map(([guest, host]) => `hostfwd=tcp:127.0.0.1:${host}-:${guest}`)
       .join(",");
+    // Secure Boot's variables are guarded by SMM: only firmware code running in it may write them.
+    const secure = c.secureBoot
+      ? ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1"]
+      : ["-machine", "q35,smm=off"];
     return [
       "qemu-system-x86_64",
-      "-machine",
-      "q35,smm=off",
+      ...secure,
       "-accel",
       accel,
       ...(accel === "kvm" ? ["-cpu", "host"] : ["-cpu", "max"]),
@@ -274,7 +283,7 @@ export class Vm {
       "-vga",
       "std",
       "-drive",
-      `if=pflash,format=raw,readonly=on,file=${this.tools.firmwareCode}`,
+      `if=pflash,format=raw,readonly=on,file=${c.secureBoot ? this.tools.secureBootCode : this.tools.firmwareCode}`,
       "-drive",
       `if=pflash,format=raw,file=${join(this.dir, "efivars.fd")}`,
       "-smbios",

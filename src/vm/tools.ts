@@ -16,7 +16,12 @@ export interface VmTools {
   env: Record<string, string>;
   /** OVMF without Secure Boot (it needs no SMM, which KVM lacks on some hosts). */
   firmwareCode: string;
+  /** UEFI variables with no keys: Secure Boot in setup mode, where a boot loader may enroll its own. */
   firmwareVars: string;
+  /** OVMF with Secure Boot (needs SMM: QEMU's TCG emulates it). */
+  secureBootCode: string;
+  /** UEFI variables with Microsoft's keys enrolled, as on a PC bought in a shop. */
+  vendorVars: string;
 }
 
 export async function ensureVmTools(reporter: Reporter): Promise<VmTools> {
@@ -25,8 +30,10 @@ export async function ensureVmTools(reporter: Reporter): Promise<VmTools> {
   const toolsTree = await ensureToolsTree(mkosi, reporter, { logFile: join(cacheDir(), "tools-tree.log") });
   const firmwareCode = join(toolsTree, "usr/share/OVMF/OVMF_CODE_4M.fd");
   const firmwareVars = join(toolsTree, "usr/share/OVMF/OVMF_VARS_4M.fd");
-  for (const f of [firmwareCode, firmwareVars, join(toolsTree, "usr/bin/qemu-system-x86_64"), join(toolsTree, "usr/bin/swtpm")]) {
+  const secureBootCode = join(toolsTree, "usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
+  const vendorVars = join(toolsTree, "usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+  for (const f of [firmwareCode, firmwareVars, secureBootCode, vendorVars, join(toolsTree, "usr/bin/qemu-system-x86_64"), join(toolsTree, "usr/bin/swtpm")]) {
     if (!existsSync(f)) throw new UserError(`the tools tree lacks ${f}`, "remove it from the cache and build again");
   }
-  return { toolsTree, prefix: sandboxArgv(mkosi, toolsTree), env: mkosi.env, firmwareCode, firmwareVars };
+  return { toolsTree, prefix: sandboxArgv(mkosi, toolsTree), env: mkosi.env, firmwareCode, firmwareVars, secureBootCode, vendorVars };
 }

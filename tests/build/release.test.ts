@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { BuildArtifact, BuildManifest } from "../../src/contract/build-manifest.js";
+import { NOTHING_OFFERED } from "../../src/contract/release-manifest.js";
 import { createKeySet } from "../../src/keys/keys.js";
 import { ensureUpdateKey, publicKeyring, signDetached } from "../../src/keys/update-key.js";
 import { createRelease } from "../../src/release/release.js";
@@ -93,7 +94,7 @@ describe("basalt release", () => {
     expect(existsSync(join(dir, "out", "releases"))).toBe(false);
   });
 
-  it("compresses the partitions, signs SHA256SUMS, and the device's gpg accepts only the untouched index", async () => {
+  it("compresses the partitions, signs both indexes, and the device's gpg accepts only the untouched index", async () => {
     const dir = appliance('id = "demo"\nversion = "1.0"\n');
     const set = await createKeySet(join(dir, "keys"), { dev: false, commonName: "demo" });
     const built = fakeBuild(dir, false);
@@ -124,6 +125,17 @@ describe("basalt release", () => {
     expect(await gpgVerify(keyring, join(rel, "SHA256SUMS.asc"), index)).toBe(true);
     const tampered = Buffer.from(index.toString("utf8").replace(/^./, (c) => (c === "0" ? "1" : "0")));
     expect(await gpgVerify(keyring, join(rel, "SHA256SUMS.gpg"), tampered)).toBe(false);
+
+    // The index a device with nothing to do is shown, signed alike; release.json carries both
+    // indexes and their signatures byte for byte, and the public key they verify against.
+    const nothing = readFileSync(join(rel, "SHA256SUMS.nothing"));
+    expect(parseSha256Sums(nothing.toString("utf8"))).toEqual([NOTHING_OFFERED]);
+    expect(await gpgVerify(keyring, join(rel, "SHA256SUMS.nothing.gpg"), nothing)).toBe(true);
+    expect(await gpgVerify(keyring, join(rel, "SHA256SUMS.nothing.asc"), nothing)).toBe(true);
+    for (const signed of [manifest.indexes.release, manifest.indexes.nothing]) {
+      for (const f of [signed.index, signed.signature, signed.armored]) expect(readFileSync(join(rel, f.name)).toString("base64"), f.name).toBe(f.base64);
+    }
+    expect(manifest.publicKey).toBe(readFileSync(set.update.publicKey, "utf8"));
 
     // An index signed by another key is refused by the appliance's keyring.
     const other = await ensureUpdateKey(mkdtempSync(join(tmpdir(), "basalt-other-")), "intruder");

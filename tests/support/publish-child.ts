@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { ReleaseManifest } from "../../src/contract/release-manifest.js";
 import { openFleet } from "../../src/server/server.js";
-import { fakeSign, type KillPoint, type PublishInProcessOptions, publishInProcess, type StandIn } from "./publishing.js";
+import { type KillPoint, type PublishInProcessOptions, publishInProcess, type StandIn } from "./publishing.js";
 import { hookStatements } from "./sql-faults.js";
 
 interface ChildOptions {
@@ -26,7 +26,7 @@ const die = (): never => {
 async function main(o: ChildOptions): Promise<void> {
   const manifest = JSON.parse(readFileSync(join(o.release, "release.json"), "utf8")) as ReleaseManifest;
   const r: StandIn = { manifest, files: Object.fromEntries(manifest.files.map((f) => [f.name, readFileSync(join(o.release, f.name))])) };
-  const fleet = await openFleet({ data: o.data, ...(o.database ? { database: o.database } : {}), sign: fakeSign });
+  const fleet = await openFleet({ data: o.data, ...(o.database ? { database: o.database } : {}) });
   const { artifacts, db } = fleet;
   let body: PublishInProcessOptions["body"];
   switch (o.killAt) {

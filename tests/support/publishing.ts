@@ -1,12 +1,11 @@
 // Publishing a release the way `basalt publish` drives the API (begin, each file, commit, promote),
 // through the same Fleet calls, and what a data directory holds afterwards: shared by the fault
 // tests of src/fleet/publish.test.ts and the child process they kill (publish-child.ts).
-import { createHash } from "node:crypto";
 import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { ReleaseManifest } from "../../src/contract/release-manifest.js";
-import type { Fleet, Signer } from "../../src/fleet/fleet.js";
+import type { Fleet } from "../../src/fleet/fleet.js";
 
 export interface StandIn {
   manifest: ReleaseManifest;
@@ -23,9 +22,6 @@ export const KILL_POINTS = {
   promote: "after the commit, before the release is offered on the channel",
 } as const;
 export type KillPoint = keyof typeof KILL_POINTS;
-
-/** A signer without keys: the tests read files, not signatures, and parent and child must agree. */
-export const fakeSign: Signer = async (index) => ({ binary: createHash("sha256").update(index).digest(), armored: "" });
 
 export interface PublishInProcessOptions {
   channel?: string;

@@ -48,6 +48,11 @@ describe("basalt fleet", () => {
       ["1.0", 100],
       ["2.0", 25],
     ]);
+    // Which key signed each release's indexes (the server signs nothing; it only tells who did).
+    const fingerprint = (await s.fleet.db.release("demo", "2.0"))?.signingKey;
+    expect(fingerprint).toMatch(/^[0-9A-F]{40}$/);
+    expect(status.rollouts.map((r: { signedBy: string }) => r.signedBy)).toEqual([fingerprint, fingerprint]);
+    expect((await basalt(["fleet", "status"])).stdout).toMatch(new RegExp(`^ {2}demo stable +2\\.0 +25%.*signed by ${fingerprint?.slice(-16)}`, "m"));
 
     const list = JSON.parse((await basalt(["fleet", "devices", "--image", "demo", "--json"])).stdout);
     expect(list.total).toBe(1);

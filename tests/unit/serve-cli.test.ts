@@ -1,26 +1,23 @@
-// basalt serve from the command line with its release files in an S3 bucket: it starts and says
-// where the files are, and a wrong bucket or a misplaced flag stops it with one line, before it listens.
+// basalt serve from the command line with its release files in an S3 bucket: it starts (with no key:
+// there is nothing to give it one) and says where the files are, and a wrong bucket or a misplaced
+// flag stops it with one line, before it listens.
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ensureUpdateKey } from "../../src/keys/update-key.js";
 import { type S3Server, startS3 } from "../support/s3.js";
 
 const cli = join(import.meta.dirname, "../../bin/basalt.js");
 let s3: S3Server;
-let keys: string;
 
 beforeAll(async () => {
   s3 = await startS3();
-  keys = mkdtempSync(join(tmpdir(), "basalt-servekeys-"));
-  await ensureUpdateKey(keys, "demo");
 });
 afterAll(() => s3?.stop());
 
-const serveArgs = (...extra: string[]) => ["serve", "--data", mkdtempSync(join(tmpdir(), "basalt-servedata-")), "--keys", keys, "--port", "0", ...extra];
+const serveArgs = (...extra: string[]) => ["serve", "--data", mkdtempSync(join(tmpdir(), "basalt-servedata-")), "--port", "0", ...extra];
 const env = () => ({ ...process.env, ...s3.env, NO_COLOR: "1", BASALT_TOKEN: "t0ken-for-the-operator" });
 
 async function fails(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -55,6 +52,12 @@ describe("basalt serve --artifacts s3://…", () => {
     const r = await fails(serveArgs("--artifacts", "s3://no-such-bucket/x", "--s3-endpoint", s3.endpoint));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: s3:\/\/no-such-bucket\/x\/: no such bucket \(create it first; basalt serve does not\)\n$/);
+  });
+
+  it("takes no key: --keys is an option it does not know", async () => {
+    const r = await fails(serveArgs("--keys", tmpdir()));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: unknown option '--keys'/);
   });
 
   it("refuses S3 settings without an S3 store", async () => {

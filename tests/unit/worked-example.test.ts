@@ -69,7 +69,7 @@ describe("2. publish after `export BASALT_SERVER=… BASALT_TOKEN=…`", () => {
   it("takes the server from BASALT_SERVER, as every basalt fleet command does", async () => {
     // An appliance with a release on disk, as `basalt release` leaves it (stand-in files).
     const dir = fixture({ "appliance.toml": 'id = "demo"\nversion = "3.0"\n', authorized_keys: `${TEST_KEY}\n` });
-    const release = standInRelease("demo", "3.0");
+    const release = await standInRelease("demo", "3.0");
     const out = join(dir, "out/releases/3.0");
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, "release.json"), JSON.stringify(release.manifest));

@@ -303,7 +303,7 @@ describe("basalt serve with release files elsewhere", () => {
       expect(createHash("sha256").update(bytes).digest("hex")).toBe(uki.sha256);
       expect((await server.fleet.db.device("demo", "ab".repeat(16)))?.downloadedVersion).toBe("1.0");
       // A file that is not offered is refused by the server, not redirected.
-      const { manifest, files } = standInRelease("demo", "2.0");
+      const { manifest, files } = await standInRelease("demo", "2.0");
       await server.fleet.beginRelease(manifest);
       for (const [name, b] of Object.entries(files)) await server.fleet.putFile("demo", "2.0", name, Readable.from([b]));
       await server.fleet.commitRelease("demo", "2.0", "test");

@@ -1,5 +1,5 @@
-// Where the update server keeps release files. Everything else (releases, channels, signed index
-// snapshots, devices) lives in the fleet database; a store holds only the large, immutable bytes.
+// Where the update server keeps release files. Everything else (releases and their signed indexes,
+// channels, devices) lives in the fleet database; a store holds only the large, immutable bytes.
 // Every store lays them out the same way, so a CDN can front any of them (`redirecting` below):
 //   incoming/<id>/<version>/<file>     uploads in progress
 //   releases/<id>/<version>/<file>     committed, never changed

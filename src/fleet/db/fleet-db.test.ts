@@ -89,7 +89,7 @@ describe.each(engines)("FleetDb on %s", (backend) => {
     await d.kysely.updateTable("audit").set({ detail: "[]" }).execute();
     await expect(d.auditLog()).rejects.toThrow(/^fleet database: audit \(seq=1\): column detail does not read as stored: /);
 
-    const m = standInRelease("demo", "1.0").manifest;
+    const m = (await standInRelease("demo", "1.0")).manifest;
     await d.kysely
       .insertInto("releases")
       .values({ image: "demo", version: "1.0", manifest: JSON.stringify({ ...m, files: [] }), committed_at: 1 })

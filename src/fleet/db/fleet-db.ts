@@ -1,10 +1,10 @@
-// The fleet database: releases, channels with their rollouts, pre-signed index snapshots, pins,
+// The fleet database: releases with the signed indexes they carry, channels with their rollouts, pins,
 // devices and what happened to them, and the audit log. One implementation over Kysely serves
 // SQLite and PostgreSQL alike (typed by `Database`, rows mapped in tables.ts); the shared test
 // suite runs against both.
 import { randomBytes } from "node:crypto";
 import { type Expression, type ExpressionBuilder, type Kysely, type SqlBool, sql, type Transaction } from "kysely";
-import type { ReleaseManifest } from "../../contract/release-manifest.js";
+import type { IndexOffers, RecordedManifest } from "../../contract/release-manifest.js";
 import type { Change, Device, DeviceEvent, EventKind, HeldView } from "../inventory.js";
 import { migrate } from "./migrations.js";
 import { type Engine, engineOf, openSql } from "./sql.js";
@@ -25,6 +25,8 @@ import {
   pinToRow,
   releaseFileRows,
   releaseFromRow,
+  releaseIndexFromRow,
+  releaseIndexToRow,
   releaseToRow,
   rolloutChangeFromRow,
   rolloutChangeToRow,
@@ -33,28 +35,35 @@ import {
   rolloutValues,
   sessionFromRow,
   sessionToRow,
-  snapshotFromRow,
-  snapshotToRow,
   uploadFromRow,
   uploadToRow,
 } from "./tables.js";
 
-export interface SnapshotRecord {
+/** An index a device can be shown, with its signatures, byte for byte as `basalt release` made them. */
+export interface SignedIndex {
   image: string;
-  hash: string;
-  versions: string[];
+  /** The release that carries it. */
+  version: string;
+  offers: IndexOffers;
+  /** A content address of the index and both signatures: what a device's held view names. */
+  id: string;
   index: Buffer;
+  /** Binary (SHA256SUMS.gpg, what systemd-pull 257 fetches). */
   signature: Buffer;
+  /** Armored (SHA256SUMS.asc, for newer clients). */
   armored: string;
+  /** The fingerprint of the key both signatures verify against (checked when the release was recorded). */
+  signingKey: string;
 }
+
+/** A recorded release, with when it was committed and the key its indexes are signed with (null: it has none, see migration 4). */
+export type PublishedRelease = RecordedManifest & { committedAt: number; signedBy: string | null };
 
 export interface Rollout {
   image: string;
   channel: string;
   version: string;
   addedAt: number;
-  /** The signed index a device offered this version sees. */
-  snapshot: string;
   percent: number;
   paused: boolean;
   pauseReason: string | null;
@@ -69,8 +78,6 @@ export interface Rollout {
 export interface ChannelRecord {
   image: string;
   channel: string;
-  /** The signed empty index: what a device sees when nothing is offered to it. */
-  emptySnapshot: string;
   updatedAt: number;
   rollouts: Rollout[];
 }
@@ -88,7 +95,6 @@ export interface Pin {
   scope: "device" | "group";
   target: string;
   version: string;
-  snapshot: string;
   actor: string;
   at: number;
 }
@@ -154,7 +160,7 @@ export interface AuditEntry {
  * undone commit changes the files in the store: nothing can commit the upload then.
  */
 export interface Upload {
-  manifest: ReleaseManifest;
+  manifest: RecordedManifest;
   token: string | null;
 }
 
@@ -166,10 +172,10 @@ export interface NameTaken {
   committed: boolean;
 }
 
-export type BeginUploadResult = { status: "begun" } | { status: "published"; manifest: ReleaseManifest } | NameTaken;
+export type BeginUploadResult = { status: "begun" } | { status: "published"; manifest: RecordedManifest } | NameTaken;
 
 /** `restarted`: the upload is not the attempt the caller committed in the store any more (or is gone). */
-export type CommitReleaseResult = { status: "committed" } | { status: "published"; manifest: ReleaseManifest } | { status: "restarted" } | NameTaken;
+export type CommitReleaseResult = { status: "committed" } | { status: "published"; manifest: RecordedManifest } | { status: "restarted" } | NameTaken;
 
 /** Release transactions take turns on PostgreSQL under this advisory lock (see lockReleases). */
 const RELEASES_LOCK = 4242002;
@@ -224,7 +230,7 @@ export class FleetDb {
    * release or upload has one of its file names. Its token is cleared: the caller empties the
    * store of earlier attempts, then calls `resumeUpload`.
    */
-  async beginUpload(m: ReleaseManifest, at: number): Promise<BeginUploadResult> {
+  async beginUpload(m: RecordedManifest, at: number): Promise<BeginUploadResult> {
     return this.transaction(async (tx) => {
       await this.lockReleases(tx);
       const published = await this.publishedIn(tx, m.id, m.version);
@@ -253,11 +259,11 @@ export class FleetDb {
   }
 
   /**
-   * Records a release whose files the store committed, in one transaction: its rows, the end of its
-   * upload and the audit entry; only while its upload is still at `token` and no other release has
-   * one of its file names.
+   * Records a release whose files the store committed, in one transaction: its rows, its signed
+   * indexes, the end of its upload and the audit entry; only while its upload is still at `token`
+   * and no other release has one of its file names.
    */
-  async commitRelease(m: ReleaseManifest, token: string, at: number, actor: string): Promise<CommitReleaseResult> {
+  async commitRelease(m: RecordedManifest, indexes: SignedIndex[], token: string, at: number, actor: string): Promise<CommitReleaseResult> {
     return this.transaction(async (tx) => {
       await this.lockReleases(tx);
       const published = await this.publishedIn(tx, m.id, m.version);
@@ -268,23 +274,53 @@ export class FleetDb {
       if (taken) return taken;
       await tx.insertInto("releases").values(releaseToRow(m, at)).execute();
       await tx.insertInto("release_files").values(releaseFileRows(m)).execute();
+      if (indexes.length) await tx.insertInto("release_indexes").values(indexes.map(releaseIndexToRow)).execute();
       await tx.deleteFrom("uploads").where("image", "=", m.id).where("version", "=", m.version).execute();
       await tx
         .insertInto("audit")
-        .values(auditToRow(at, actor, "commit", { id: m.id, version: m.version, files: m.files.length }))
+        .values(auditToRow(at, actor, "commit", { id: m.id, version: m.version, files: m.files.length, signedBy: indexes[0]?.signingKey ?? null }))
         .execute();
       return { status: "committed" };
     });
   }
 
-  async release(image: string, version: string): Promise<ReleaseManifest | undefined> {
+  /**
+   * Records the signed indexes of a release published without them (before migration 4), and the
+   * manifest that carries them (the same files), in one transaction with its audit entry; false
+   * when the release has indexes already (releases are immutable) or is not published.
+   */
+  async addIndexes(m: RecordedManifest, indexes: SignedIndex[], at: number, actor: string): Promise<boolean> {
+    return this.transaction(async (tx) => {
+      await this.lockReleases(tx);
+      const has = await tx.selectFrom("release_indexes").select("id").where("image", "=", m.id).where("version", "=", m.version).executeTakeFirst();
+      if (has || !(await this.publishedIn(tx, m.id, m.version))) return false;
+      await tx
+        .updateTable("releases")
+        .set({ manifest: JSON.stringify(m) })
+        .where("image", "=", m.id)
+        .where("version", "=", m.version)
+        .execute();
+      await tx.insertInto("release_indexes").values(indexes.map(releaseIndexToRow)).execute();
+      await tx
+        .insertInto("audit")
+        .values(auditToRow(at, actor, "indexes", { id: m.id, version: m.version, signedBy: indexes[0]?.signingKey ?? null }))
+        .execute();
+      return true;
+    });
+  }
+
+  async release(image: string, version: string): Promise<RecordedManifest | undefined> {
     return this.publishedIn(this.kysely, image, version);
   }
 
-  async releases(image?: string): Promise<(ReleaseManifest & { committedAt: number })[]> {
-    let q = this.kysely.selectFrom("releases").selectAll().orderBy("committed_at");
-    if (image) q = q.where("image", "=", image);
-    return (await q.execute()).map((r) => ({ ...releaseFromRow(r), committedAt: r.committed_at }));
+  async releases(image?: string): Promise<PublishedRelease[]> {
+    let q = this.kysely
+      .selectFrom("releases as r")
+      .leftJoin("release_indexes as i", (j) => j.onRef("i.image", "=", "r.image").onRef("i.version", "=", "r.version").on("i.offers", "=", "release"))
+      .select(["r.image", "r.version", "r.manifest", "r.committed_at", "i.signing_key"])
+      .orderBy("r.committed_at");
+    if (image) q = q.where("r.image", "=", image);
+    return (await q.execute()).map((r) => ({ ...releaseFromRow(r), committedAt: r.committed_at, signedBy: r.signing_key }));
   }
 
   async releaseFile(image: string, name: string): Promise<{ version: string; kind: string; size: number; sha256: string } | undefined> {
@@ -334,7 +370,7 @@ export class FleetDb {
     if (this.engine === "postgres") await sql`SELECT pg_advisory_xact_lock(${sql.lit(RELEASES_LOCK)})`.execute(tx);
   }
 
-  private async publishedIn(db: Kysely<Database>, image: string, version: string): Promise<ReleaseManifest | undefined> {
+  private async publishedIn(db: Kysely<Database>, image: string, version: string): Promise<RecordedManifest | undefined> {
     const r = await db
       .selectFrom("releases")
       .select(["image", "version", "manifest"])
@@ -345,7 +381,7 @@ export class FleetDb {
   }
 
   /** The first file name of `m` that another version's release has. */
-  private async takenIn(tx: Tx, m: ReleaseManifest): Promise<NameTaken | undefined> {
+  private async takenIn(tx: Tx, m: RecordedManifest): Promise<NameTaken | undefined> {
     const names = m.files.map((f) => f.name);
     if (!names.length) return undefined;
     const r = await tx
@@ -360,23 +396,39 @@ export class FleetDb {
     return r ? { status: "taken", name: r.name, version: r.version, committed: true } : undefined;
   }
 
-  // Snapshots -------------------------------------------------------------------------------
+  // Signed indexes --------------------------------------------------------------------------
 
-  async putSnapshot(snap: SnapshotRecord, at: number): Promise<void> {
-    await this.kysely
-      .insertInto("snapshots")
-      .values(snapshotToRow(snap, at))
-      .onConflict((oc) => oc.columns(["image", "hash"]).doNothing())
-      .execute();
+  /** One of a release's signed indexes; undefined for a release recorded without them. */
+  async releaseIndex(image: string, version: string, offers: IndexOffers): Promise<SignedIndex | undefined> {
+    const r = await this.kysely
+      .selectFrom("release_indexes")
+      .selectAll()
+      .where("image", "=", image)
+      .where("version", "=", version)
+      .where("offers", "=", offers)
+      .executeTakeFirst();
+    return r ? releaseIndexFromRow(r) : undefined;
   }
 
-  async hasSnapshot(image: string, hash: string): Promise<boolean> {
-    return (await this.kysely.selectFrom("snapshots").select("hash").where("image", "=", image).where("hash", "=", hash).executeTakeFirst()) !== undefined;
+  /** The signed index with this id (the one a device's held view names). */
+  async indexById(image: string, id: string): Promise<SignedIndex | undefined> {
+    const r = await this.kysely.selectFrom("release_indexes").selectAll().where("image", "=", image).where("id", "=", id).limit(1).executeTakeFirst();
+    return r ? releaseIndexFromRow(r) : undefined;
   }
 
-  async snapshot(image: string, hash: string): Promise<SnapshotRecord | undefined> {
-    const r = await this.kysely.selectFrom("snapshots").selectAll().where("image", "=", image).where("hash", "=", hash).executeTakeFirst();
-    return r ? snapshotFromRow(r) : undefined;
+  /** The index that offers nothing of the image's newest committed release that has one: what a device with nothing to do is shown. */
+  async newestEmptyIndex(image: string): Promise<SignedIndex | undefined> {
+    const r = await this.kysely
+      .selectFrom("release_indexes as i")
+      .innerJoin("releases as r", (j) => j.onRef("r.image", "=", "i.image").onRef("r.version", "=", "i.version"))
+      .selectAll("i")
+      .where("i.image", "=", image)
+      .where("i.offers", "=", "nothing")
+      .orderBy("r.committed_at", "desc")
+      .orderBy("r.version", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    return r ? releaseIndexFromRow(r) : undefined;
   }
 
   // Channels and rollouts -------------------------------------------------------------------
@@ -406,33 +458,22 @@ export class FleetDb {
   }
 
   /**
-   * Offers a release on a channel in one transaction: the channel, the promoted release's rollout
-   * (with a history entry) and the re-signed index of every other release on it (`snapshots`), so a
-   * device sees either the old state or the new one.
+   * Offers a release on a channel in one transaction: the channel and the promoted release's rollout
+   * (with a history entry), so a device sees either the old state or the new one.
    */
-  async saveChannel(c: Omit<ChannelRecord, "rollouts">, promoted: Rollout, snapshots: Map<string, string>, actor: string): Promise<void> {
+  async saveChannel(c: Omit<ChannelRecord, "rollouts">, promoted: Rollout, actor: string): Promise<void> {
     await this.transaction(async (tx) => {
       const channel = channelToRow(c);
       await tx
         .insertInto("channels")
         .values(channel)
-        .onConflict((oc) => oc.columns(["image", "channel"]).doUpdateSet({ empty_snapshot: channel.empty_snapshot, updated_at: channel.updated_at }))
+        .onConflict((oc) => oc.columns(["image", "channel"]).doUpdateSet({ updated_at: channel.updated_at }))
         .execute();
       await tx
         .insertInto("rollouts")
         .values(rolloutToRow(promoted))
         .onConflict((oc) => oc.columns(["image", "channel", "version"]).doUpdateSet(rolloutValues(promoted)))
         .execute();
-      for (const [version, snapshot] of snapshots) {
-        if (version === promoted.version) continue;
-        await tx
-          .updateTable("rollouts")
-          .set({ snapshot })
-          .where("image", "=", c.image)
-          .where("channel", "=", c.channel)
-          .where("version", "=", version)
-          .execute();
-      }
       await this.recordChange(tx, promoted, actor, "offered on the channel");
     });
   }
@@ -488,7 +529,7 @@ export class FleetDb {
     await this.kysely
       .insertInto("pins")
       .values(row)
-      .onConflict((oc) => oc.columns(["image", "scope", "target"]).doUpdateSet({ version: row.version, snapshot: row.snapshot, actor: row.actor, at: row.at }))
+      .onConflict((oc) => oc.columns(["image", "scope", "target"]).doUpdateSet({ version: row.version, actor: row.actor, at: row.at }))
       .execute();
   }
 
@@ -516,7 +557,7 @@ export class FleetDb {
 
   // Devices ---------------------------------------------------------------------------------
 
-  /** Just the index snapshot a device is held on, and for which boot: the cheap read of every index request. */
+  /** Just the signed index a device is held on, and for which boot: the cheap read of every index request. */
   async heldView(image: string, machine: string): Promise<HeldView | undefined> {
     const r = await this.kysely.selectFrom("devices").select(HELD_VIEW_COLUMNS).where("image", "=", image).where("machine", "=", machine).executeTakeFirst();
     return r ? heldViewFromRow(r) : undefined;

@@ -1,22 +1,74 @@
 // Schema migrations on both engines: applied once, recorded, safe when replicas start together, and
 // an existing database at an older version upgrades in place with its data.
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Kysely, sql } from "kysely";
 import { describe, expect, it } from "vitest";
 import { databaseEngines, type Engine } from "../../../tests/support/database-engines.js";
 import { standInRelease } from "../../../tests/support/fleet-server.js";
+import type { RecordedManifest, ReleaseManifest } from "../../contract/release-manifest.js";
 import type { DeviceReport } from "../../contract/report.js";
+import { UserError } from "../../errors.js";
+import { openFleet } from "../../server/server.js";
 import { FleetDb } from "./fleet-db.js";
 import { MIGRATIONS, migrate, SCHEMA_VERSION } from "./migrations.js";
 import { openSql } from "./sql.js";
 
 const { engines, fresh } = databaseEngines("migrations");
 
-/** The statements of a frozen schema file (fixtures/), comments left out. */
+/**
+ * The rows a server that signed indexes itself kept for demo 1.0 on stable: the snapshot it signed,
+ * the channel naming its empty one, and the rollout (paused at 10 % on a schedule, unless `rollout` says otherwise).
+ */
+function oldChannelRows(rollout: Record<string, unknown> = {}): [string, Record<string, unknown>][] {
+  return [
+    [
+      "snapshots",
+      {
+        image: "demo",
+        hash: "h1",
+        versions: '["1.0"]',
+        index_data: Buffer.from("index\n"),
+        signature: Buffer.from([0, 1, 2, 255]),
+        armored: "-----BEGIN PGP SIGNATURE-----",
+        created_at: 1500,
+      },
+    ],
+    ["channels", { image: "demo", channel: "stable", empty_snapshot: "h0", updated_at: 1500 }],
+    [
+      "rollouts",
+      {
+        image: "demo",
+        channel: "stable",
+        version: "1.0",
+        added_at: 1500,
+        snapshot: "h1",
+        percent: 10,
+        paused: 1,
+        pause_reason: "too many failures",
+        steps: "[10,50,100]",
+        step_seconds: 3600,
+        next_step_at: 5100,
+        max_failure_rate: 0.2,
+        min_devices: 3,
+        updated_at: 1600,
+        ...rollout,
+      },
+    ],
+  ];
+}
+
+/** A manifest as Basalt wrote it before releases carried their signed indexes (format 1). */
+function formatOne(m: ReleaseManifest): RecordedManifest {
+  const { publicKey: _key, indexes: _indexes, ...rest } = m;
+  return { ...rest, format: 1 };
+}
+
+/** The statements of a frozen schema file (fixtures/: `NAME.ENGINE.sql`, or `NAME.sql` for both engines), comments left out. */
 function statements(engine: Engine, name: string): string[] {
-  const text = readFileSync(join(import.meta.dirname, "fixtures", `${name}.${engine}.sql`), "utf8");
+  const own = join(import.meta.dirname, "fixtures", `${name}.${engine}.sql`);
+  const text = readFileSync(existsSync(own) ? own : join(import.meta.dirname, "fixtures", `${name}.sql`), "utf8");
   return text
     .split("\n")
     .filter((l) => !l.startsWith("--"))
@@ -53,8 +105,8 @@ describe.each(engines)("migrations on %s", (backend) => {
 
   it("upgrades a database at version 1, made by the migrations before Kysely, in place with its data", async () => {
     const target = await url();
-    const v1 = standInRelease("demo", "1.0").manifest;
-    const v2 = standInRelease("demo", "2.0").manifest;
+    const v1 = formatOne((await standInRelease("demo", "1.0")).manifest);
+    const v2 = formatOne((await standInRelease("demo", "2.0")).manifest);
     const machine = "ab".repeat(16);
     const report: DeviceReport = {
       event: "boot",
@@ -78,38 +130,7 @@ describe.each(engines)("migrations on %s", (backend) => {
         { image: "demo", name: f.name, version: "1.0", kind: f.kind, size: f.size, sha256: f.sha256 },
       ]),
       ["uploads", { image: "demo", version: "2.0", manifest: JSON.stringify(v2), started_at: 2000 }],
-      [
-        "snapshots",
-        {
-          image: "demo",
-          hash: "h1",
-          versions: '["1.0"]',
-          index_data: Buffer.from("index\n"),
-          signature: Buffer.from([0, 1, 2, 255]),
-          armored: "-----BEGIN PGP SIGNATURE-----",
-          created_at: 1500,
-        },
-      ],
-      ["channels", { image: "demo", channel: "stable", empty_snapshot: "h0", updated_at: 1500 }],
-      [
-        "rollouts",
-        {
-          image: "demo",
-          channel: "stable",
-          version: "1.0",
-          added_at: 1500,
-          snapshot: "h1",
-          percent: 10,
-          paused: 1,
-          pause_reason: "too many failures",
-          steps: "[10,50,100]",
-          step_seconds: 3600,
-          next_step_at: 5100,
-          max_failure_rate: 0.2,
-          min_devices: 3,
-          updated_at: 1600,
-        },
-      ],
+      ...oldChannelRows(),
       [
         "rollout_changes",
         { image: "demo", channel: "stable", version: "1.0", at: 1500, percent: 10, paused: 0, actor: "alice", reason: "offered on the channel" },
@@ -148,18 +169,12 @@ describe.each(engines)("migrations on %s", (backend) => {
     expect(await db.releaseFile("demo", `demo_1.0.efi`)).toMatchObject({ version: "1.0", kind: "uki" });
     // Migration 3: an upload begun before it can still be committed, with the token '' it was given.
     expect(await db.uploads()).toEqual([{ manifest: v2, token: "" }]);
-    expect(await db.snapshot("demo", "h1")).toEqual({
-      image: "demo",
-      hash: "h1",
-      versions: ["1.0"],
-      index: Buffer.from("index\n"),
-      signature: Buffer.from([0, 1, 2, 255]),
-      armored: "-----BEGIN PGP SIGNATURE-----",
-    });
+    // Migration 4: the snapshots the server signed are gone, and what named them.
+    expect(await db.indexById("demo", "h1")).toBeUndefined();
+    expect(await db.releaseIndex("demo", "1.0", "release")).toBeUndefined();
     expect(await db.channel("demo", "stable")).toEqual({
       image: "demo",
       channel: "stable",
-      emptySnapshot: "h0",
       updatedAt: 1500,
       rollouts: [
         {
@@ -167,7 +182,6 @@ describe.each(engines)("migrations on %s", (backend) => {
           channel: "stable",
           version: "1.0",
           addedAt: 1500,
-          snapshot: "h1",
           percent: 10,
           paused: true,
           pauseReason: "too many failures",
@@ -183,7 +197,7 @@ describe.each(engines)("migrations on %s", (backend) => {
     expect(await db.rolloutChanges("demo", "stable", "1.0")).toEqual([
       { at: 1500, percent: 10, paused: false, actor: "alice", reason: "offered on the channel" },
     ]);
-    expect(await db.pins("demo")).toEqual([{ image: "demo", scope: "device", target: machine, version: "1.0", snapshot: "h1", actor: "bob", at: 1700 }]);
+    expect(await db.pins("demo")).toEqual([{ image: "demo", scope: "device", target: machine, version: "1.0", actor: "bob", at: 1700 }]);
     expect(await db.device("demo", machine)).toEqual({
       image: "demo",
       machine,
@@ -197,7 +211,7 @@ describe.each(engines)("migrations on %s", (backend) => {
       prevBootId: null,
       bootSeenAt: null,
       reboots: 2,
-      viewSnapshot: null,
+      viewIndex: null,
       viewUntil: null,
       downloadedVersion: null,
       downloadedAt: null,
@@ -214,7 +228,7 @@ describe.each(engines)("migrations on %s", (backend) => {
     ]);
     expect(await db.auditLog()).toEqual([{ seq: 1, at: 1000, actor: "alice", action: "commit", detail: { id: "demo", version: "1.0", files: 2 } }]);
     // And it goes on from there: the old upload commits, new rows take the next sequence numbers.
-    expect(await db.commitRelease(v2, "", 3000, "carol")).toEqual({ status: "committed" });
+    expect(await db.commitRelease(v2, [], "", 3000, "carol")).toEqual({ status: "committed" });
     expect((await db.releases("demo")).map((r) => [r.version, r.committedAt])).toEqual([
       ["1.0", 1000],
       ["2.0", 3000],
@@ -228,5 +242,91 @@ describe.each(engines)("migrations on %s", (backend) => {
     const again = await openSql(target);
     expect(await migrate(again)).toEqual([]);
     await again.destroy();
+  });
+
+  it("upgrades a database at version 3, whose releases the server signed snapshots for: they cannot be offered until published again with their indexes", async () => {
+    const target = await url();
+    const data = mkdtempSync(join(tmpdir(), "basalt-mig-data-"));
+    const v1 = await standInRelease("demo", "1.0");
+    const v2 = await standInRelease("demo", "2.0");
+    const machine = "ab".repeat(16);
+    const old = await openSql(target);
+    for (const s of [...statements(backend, "schema-v1"), ...statements(backend, "schema-v3-from-v1")]) await sql.raw(s).execute(old);
+    const legacy = old as unknown as Kysely<Record<string, Record<string, unknown>>>;
+    const rows: [string, Record<string, unknown>][] = [
+      ["releases", { image: "demo", version: "1.0", manifest: JSON.stringify(formatOne(v1.manifest)), committed_at: 1000 }],
+      ...v1.manifest.files.map((f): [string, Record<string, unknown>] => [
+        "release_files",
+        { image: "demo", name: f.name, version: "1.0", kind: f.kind, size: f.size, sha256: f.sha256 },
+      ]),
+      // An upload the old server began: its commit must not record a release without indexes.
+      ["uploads", { image: "demo", version: "2.0", manifest: JSON.stringify(formatOne(v2.manifest)), started_at: 2000, token: "t0" }],
+      ...oldChannelRows({ percent: 100, paused: 0, pause_reason: null, steps: null, step_seconds: null, next_step_at: null }),
+      ["pins", { image: "demo", scope: "group", target: "lab", version: "1.0", snapshot: "h1", actor: "bob", at: 1700 }],
+      [
+        "devices",
+        {
+          image: "demo",
+          machine,
+          arch: "x86-64",
+          channel: "stable",
+          first_seen: 1100,
+          last_seen: 1800,
+          booted_version: "0.9",
+          view_snapshot: "h1",
+          view_until: 9e15,
+        },
+      ],
+    ];
+    for (const [table, row] of rows) await legacy.insertInto(table).values(row).execute();
+    await old.destroy();
+    // The old server's files of 1.0, committed; 2.0's, uploaded.
+    for (const [area, r] of [
+      ["releases", v1],
+      ["incoming", v2],
+    ] as const) {
+      mkdirSync(join(data, area, "demo", r.manifest.version), { recursive: true });
+      for (const [name, bytes] of Object.entries(r.files)) writeFileSync(join(data, area, "demo", r.manifest.version, name), bytes);
+    }
+
+    const fleet = await openFleet({ data, database: target });
+    try {
+      const versions = await fleet.db.kysely.selectFrom("schema_migrations").select("version").orderBy("version").execute();
+      expect(versions.map((r) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
+      expect(await fleet.db.release("demo", "1.0")).toEqual(formatOne(v1.manifest));
+      expect((await fleet.db.releases("demo")).map((r) => [r.version, r.signedBy])).toEqual([["1.0", null]]);
+      // The view the device was held on named a snapshot, which is gone: its next check chooses again.
+      expect((await fleet.db.device("demo", machine))?.viewIndex).toBeNull();
+      const poll = { channel: "stable", image: "demo", arch: "x86-64", machine, booted: "0.9" };
+      // No release carries an index yet: there is nothing signed to show.
+      expect(await fleet.view(poll)).toBeUndefined();
+      // Offering it, or pinning to it, says in one line what to do.
+      const refused = await fleet.promote("demo", "beta", "1.0", "alice").catch((e: Error) => e);
+      expect(refused).toBeInstanceOf(UserError);
+      expect((refused as UserError).message).toBe(
+        "demo 1.0 was published without its signed indexes (by a Basalt whose server signed them) and cannot be offered",
+      );
+      expect((refused as UserError).hint).toBe("run 'basalt release' and 'basalt publish' for it again with this version of Basalt");
+      await expect(fleet.pin("demo", "device", machine, "1.0", "alice")).rejects.toThrow(/published without its signed indexes/);
+      // The old server's upload in progress: its commit is refused before anything moves.
+      await expect(fleet.commitRelease("demo", "2.0", "alice")).rejects.toThrow(/^demo 2\.0 was published without its signed indexes/);
+      expect(await fleet.db.release("demo", "2.0")).toBeUndefined();
+      expect(existsSync(join(data, "releases", "demo", "2.0"))).toBe(false);
+
+      // Released again with this Basalt (the same files) and published: the indexes are recorded, and it is offered.
+      expect(await fleet.beginRelease(v1.manifest, "alice")).toEqual({ committed: true });
+      expect((await fleet.db.releases("demo")).map((r) => [r.version, r.signedBy])).toEqual([["1.0", v1.manifest.signingKey]]);
+      expect((await fleet.db.auditLog()).find((e) => e.action === "indexes")).toMatchObject({
+        actor: "alice",
+        detail: { id: "demo", version: "1.0", signedBy: v1.manifest.signingKey },
+      });
+      const shown = await fleet.view(poll);
+      expect(shown?.index.toString("base64")).toBe(v1.manifest.indexes.release.index.base64);
+      expect(shown?.signature.toString("base64")).toBe(v1.manifest.indexes.release.signature.base64);
+      await fleet.promote("demo", "beta", "1.0", "alice");
+      await fleet.pin("demo", "device", machine, "1.0", "alice");
+    } finally {
+      await fleet.db.close();
+    }
   });
 });

@@ -86,6 +86,26 @@ export const MIGRATIONS: Migration[] = [
     // before this migration keep a token ('') and can still be committed.
     sql: () => ["ALTER TABLE uploads ADD COLUMN token TEXT DEFAULT ''"],
   },
+  {
+    version: 4,
+    name: "the server signs nothing: each release's pre-signed indexes instead of snapshots signed on the server",
+    // A release recorded before keeps no indexes and cannot be offered until it is published again
+    // with them; the snapshots the server signed go, and with them what named them, devices' held
+    // views included (a device's next check chooses again).
+    sql: (d) => [
+      `CREATE TABLE release_indexes (
+        image TEXT NOT NULL, version TEXT NOT NULL, offers TEXT NOT NULL, id TEXT NOT NULL,
+        index_data ${blob(d)} NOT NULL, signature ${blob(d)} NOT NULL, armored TEXT NOT NULL, signing_key TEXT NOT NULL,
+        PRIMARY KEY (image, version, offers))`,
+      "CREATE INDEX release_indexes_id ON release_indexes (image, id)",
+      "DROP TABLE snapshots",
+      "ALTER TABLE channels DROP COLUMN empty_snapshot",
+      "ALTER TABLE rollouts DROP COLUMN snapshot",
+      "ALTER TABLE pins DROP COLUMN snapshot",
+      "ALTER TABLE devices DROP COLUMN view_snapshot",
+      "ALTER TABLE devices ADD COLUMN view_index TEXT",
+    ],
+  },
 ];
 
 /** Replicas starting at once take turns on this PostgreSQL advisory lock (held until the migration's transaction ends). */

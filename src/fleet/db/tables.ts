@@ -5,11 +5,11 @@
 import type { Generated, Selectable } from "kysely";
 import { z } from "zod";
 import { firstIssue } from "../../contract/ids.js";
-import { type ReleaseManifest, releaseManifestSchema } from "../../contract/release-manifest.js";
+import { type IndexOffers, type RecordedManifest, recordedManifestSchema } from "../../contract/release-manifest.js";
 import { deviceReportSchema } from "../../contract/report.js";
 import { rolloutOptionsSchema } from "../../contract/rollout.js";
 import type { Device, DeviceEvent, EventKind, HeldView } from "../inventory.js";
-import type { AuditEntry, ChannelRecord, Pin, Rollout, RolloutChange, SessionRecord, SnapshotRecord, StoredEvent, Upload } from "./fleet-db.js";
+import type { AuditEntry, ChannelRecord, Pin, Rollout, RolloutChange, SessionRecord, SignedIndex, StoredEvent, Upload } from "./fleet-db.js";
 
 /** Milliseconds since the epoch, sizes and counts: BIGINT, read as a JavaScript number on both engines (sql.ts). */
 type Int = number;
@@ -53,7 +53,7 @@ const flag = (b: boolean): Flag => (b ? 1 : 0);
 export interface ReleasesTable {
   image: string;
   version: string;
-  /** ReleaseManifest */
+  /** RecordedManifest */
   manifest: Json;
   committed_at: Int;
 }
@@ -70,34 +70,27 @@ export interface ReleaseFilesTable {
 export interface UploadsTable {
   image: string;
   version: string;
-  /** ReleaseManifest */
+  /** RecordedManifest */
   manifest: Json;
   started_at: Int;
   /** See Upload.token; '' for uploads begun before migration 3 (the column's default). */
   token: string | null;
 }
 
-/**
- * A release manifest as stored: the contract's fields and their formats, without the rules a new
- * upload must pass as well (file names that belong to the release, none twice), so that rows written
- * before those rules existed still read.
- */
-const storedManifestSchema = z.strictObject(releaseManifestSchema.shape);
-
-export const releaseToRow = (m: ReleaseManifest, at: number): Selectable<ReleasesTable> => ({
+export const releaseToRow = (m: RecordedManifest, at: number): Selectable<ReleasesTable> => ({
   image: m.id,
   version: m.version,
   manifest: JSON.stringify(m),
   committed_at: at,
 });
 
-export const releaseFromRow = (r: Pick<Selectable<ReleasesTable>, "image" | "version" | "manifest">): ReleaseManifest =>
-  readJson(storedManifestSchema, r.manifest, "releases", { image: r.image, version: r.version }, "manifest");
+export const releaseFromRow = (r: Pick<Selectable<ReleasesTable>, "image" | "version" | "manifest">): RecordedManifest =>
+  readJson(recordedManifestSchema, r.manifest, "releases", { image: r.image, version: r.version }, "manifest");
 
-export const releaseFileRows = (m: ReleaseManifest): Selectable<ReleaseFilesTable>[] =>
+export const releaseFileRows = (m: RecordedManifest): Selectable<ReleaseFilesTable>[] =>
   m.files.map((f) => ({ image: m.id, name: f.name, version: m.version, kind: f.kind, size: f.size, sha256: f.sha256 }));
 
-export const uploadToRow = (m: ReleaseManifest, at: number, token: string | null): Selectable<UploadsTable> => ({
+export const uploadToRow = (m: RecordedManifest, at: number, token: string | null): Selectable<UploadsTable> => ({
   image: m.id,
   version: m.version,
   manifest: JSON.stringify(m),
@@ -106,42 +99,43 @@ export const uploadToRow = (m: ReleaseManifest, at: number, token: string | null
 });
 
 export const uploadFromRow = (r: Pick<Selectable<UploadsTable>, "image" | "version" | "manifest" | "token">): Upload => ({
-  manifest: readJson(storedManifestSchema, r.manifest, "uploads", { image: r.image, version: r.version }, "manifest"),
+  manifest: readJson(recordedManifestSchema, r.manifest, "uploads", { image: r.image, version: r.version }, "manifest"),
   token: r.token,
 });
 
-// Snapshots -----------------------------------------------------------------------------------
+// Signed indexes ------------------------------------------------------------------------------
 
-export interface SnapshotsTable {
+export interface ReleaseIndexesTable {
   image: string;
-  hash: string;
-  /** The versions the index lists: string[] */
-  versions: Json;
+  version: string;
+  offers: IndexOffers;
+  id: string;
   index_data: Buffer;
   signature: Buffer;
   armored: string;
-  created_at: Int;
+  signing_key: string;
 }
 
-const snapshotVersionsSchema = z.array(z.string());
-
-export const snapshotToRow = (s: SnapshotRecord, at: number): Selectable<SnapshotsTable> => ({
-  image: s.image,
-  hash: s.hash,
-  versions: JSON.stringify(s.versions),
-  index_data: s.index,
-  signature: s.signature,
-  armored: s.armored,
-  created_at: at,
+export const releaseIndexToRow = (x: SignedIndex): Selectable<ReleaseIndexesTable> => ({
+  image: x.image,
+  version: x.version,
+  offers: x.offers,
+  id: x.id,
+  index_data: x.index,
+  signature: x.signature,
+  armored: x.armored,
+  signing_key: x.signingKey,
 });
 
-export const snapshotFromRow = (r: Selectable<SnapshotsTable>): SnapshotRecord => ({
+export const releaseIndexFromRow = (r: Selectable<ReleaseIndexesTable>): SignedIndex => ({
   image: r.image,
-  hash: r.hash,
-  versions: readJson(snapshotVersionsSchema, r.versions, "snapshots", { image: r.image, hash: r.hash }, "versions"),
+  version: r.version,
+  offers: r.offers,
+  id: r.id,
   index: Buffer.from(r.index_data),
   signature: Buffer.from(r.signature),
   armored: r.armored,
+  signingKey: r.signing_key,
 });
 
 // Channels and rollouts -----------------------------------------------------------------------
@@ -149,7 +143,6 @@ export const snapshotFromRow = (r: Selectable<SnapshotsTable>): SnapshotRecord =
 export interface ChannelsTable {
   image: string;
   channel: string;
-  empty_snapshot: string;
   updated_at: Int;
 }
 
@@ -158,7 +151,6 @@ export interface RolloutsTable {
   channel: string;
   version: string;
   added_at: Int;
-  snapshot: string;
   percent: number;
   paused: Flag;
   pause_reason: string | null;
@@ -189,14 +181,12 @@ const rolloutStepsSchema = rolloutOptionsSchema.shape.steps.unwrap();
 export const channelToRow = (c: Omit<ChannelRecord, "rollouts">): Selectable<ChannelsTable> => ({
   image: c.image,
   channel: c.channel,
-  empty_snapshot: c.emptySnapshot,
   updated_at: c.updatedAt,
 });
 
 export const channelFromRow = (c: Selectable<ChannelsTable>, rollouts: Rollout[]): ChannelRecord => ({
   image: c.image,
   channel: c.channel,
-  emptySnapshot: c.empty_snapshot,
   updatedAt: c.updated_at,
   rollouts,
 });
@@ -204,7 +194,6 @@ export const channelFromRow = (c: Selectable<ChannelsTable>, rollouts: Rollout[]
 /** Every column of a rollout but its key (image, channel, version): what an update sets. */
 export const rolloutValues = (r: Rollout): Omit<Selectable<RolloutsTable>, "image" | "channel" | "version"> => ({
   added_at: r.addedAt,
-  snapshot: r.snapshot,
   percent: r.percent,
   paused: flag(r.paused),
   pause_reason: r.pauseReason,
@@ -223,7 +212,6 @@ export const rolloutFromRow = (r: Selectable<RolloutsTable>): Rollout => ({
   channel: r.channel,
   version: r.version,
   addedAt: r.added_at,
-  snapshot: r.snapshot,
   percent: r.percent,
   paused: r.paused !== 0,
   pauseReason: r.pause_reason,
@@ -261,7 +249,6 @@ export interface PinsTable {
   scope: Pin["scope"];
   target: string;
   version: string;
-  snapshot: string;
   actor: string;
   at: Int;
 }
@@ -271,7 +258,6 @@ export const pinToRow = (p: Pin): Selectable<PinsTable> => ({
   scope: p.scope,
   target: p.target,
   version: p.version,
-  snapshot: p.snapshot,
   actor: p.actor,
   at: p.at,
 });
@@ -281,7 +267,6 @@ export const pinFromRow = (r: Selectable<PinsTable>): Pin => ({
   scope: r.scope,
   target: r.target,
   version: r.version,
-  snapshot: r.snapshot,
   actor: r.actor,
   at: r.at,
 });
@@ -301,7 +286,7 @@ export interface DevicesTable {
   prev_boot_id: string | null;
   boot_seen_at: Int | null;
   reboots: number;
-  view_snapshot: string | null;
+  view_index: string | null;
   view_until: Int | null;
   downloaded_version: string | null;
   downloaded_at: Int | null;
@@ -342,7 +327,7 @@ export const deviceValues = (d: Device): Omit<Selectable<DevicesTable>, "image" 
   prev_boot_id: d.prevBootId,
   boot_seen_at: d.bootSeenAt,
   reboots: d.reboots,
-  view_snapshot: d.viewSnapshot,
+  view_index: d.viewIndex,
   view_until: d.viewUntil,
   downloaded_version: d.downloadedVersion,
   downloaded_at: d.downloadedAt,
@@ -371,7 +356,7 @@ export const deviceFromRow = (r: Selectable<DevicesTable>): Device => {
     prevBootId: r.prev_boot_id,
     bootSeenAt: r.boot_seen_at,
     reboots: r.reboots,
-    viewSnapshot: r.view_snapshot,
+    viewIndex: r.view_index,
     viewUntil: r.view_until,
     downloadedVersion: r.downloaded_version,
     downloadedAt: r.downloaded_at,
@@ -385,10 +370,10 @@ export const deviceFromRow = (r: Selectable<DevicesTable>): Device => {
 };
 
 /** The columns heldViewFromRow reads: the cheap read of every index request. */
-export const HELD_VIEW_COLUMNS = ["view_snapshot", "view_until", "channel", "boot_id", "booted_version"] as const;
+export const HELD_VIEW_COLUMNS = ["view_index", "view_until", "channel", "boot_id", "booted_version"] as const;
 
 export const heldViewFromRow = (r: Pick<Selectable<DevicesTable>, (typeof HELD_VIEW_COLUMNS)[number]>): HeldView => ({
-  snapshot: r.view_snapshot,
+  index: r.view_index,
   until: r.view_until,
   channel: r.channel,
   bootId: r.boot_id,
@@ -484,7 +469,7 @@ export interface Database {
   releases: ReleasesTable;
   release_files: ReleaseFilesTable;
   uploads: UploadsTable;
-  snapshots: SnapshotsTable;
+  release_indexes: ReleaseIndexesTable;
   channels: ChannelsTable;
   rollouts: RolloutsTable;
   rollout_changes: RolloutChangesTable;

@@ -83,7 +83,6 @@ describe("rollout chart", () => {
         channel: "stable",
         version: "2.0",
         addedAt: T0,
-        snapshot: "x",
         percent: 20,
         paused: false,
         pauseReason: null,

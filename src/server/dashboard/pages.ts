@@ -2,9 +2,8 @@
 // every page can be rendered and checked from plain values). Every form that changes something
 // posts back to the server with the session's CSRF token and returns here with a flash message.
 
-import type { ReleaseManifest } from "../../contract/release-manifest.js";
 import { compareVersions } from "../../contract/version.js";
-import type { AuditEntry, DeviceFilter, Pin, ReleaseStats, Rollout, RolloutChange, StoredEvent } from "../../fleet/db/fleet-db.js";
+import type { AuditEntry, DeviceFilter, Pin, PublishedRelease, ReleaseStats, Rollout, RolloutChange, StoredEvent } from "../../fleet/db/fleet-db.js";
 import type { Device } from "../../fleet/inventory.js";
 import { type ChartInput, renderChartFragment } from "./chart.js";
 import { badge, deviceHref, healthBadge, recoveryNote, renderDetail, rolloutHref, rolloutState, shareBar } from "./components.js";
@@ -347,11 +346,17 @@ export function renderDevicePage(ctx: PageContext, d: DevicePageData): Html {
 // Releases ----------------------------------------------------------------------------------
 
 export interface ReleasesPageData {
-  releases: (ReleaseManifest & { committedAt: number })[];
+  releases: PublishedRelease[];
   /** Where each release is offered: `image version` → channels. */
   offeredOn: Map<string, string[]>;
   channels: string[];
   pins: Pin[];
+}
+
+/** Which key signed a release's indexes (what devices must trust to take it), or why it cannot be offered. */
+function signedBy(m: PublishedRelease): Html {
+  if (!m.signedBy) return html`${badge("bad", "no signed indexes")} <span class="muted">publish it again to offer it</span>`;
+  return html`${m.devSigned ? badge("warn", "development keys") : badge("ok", "release keys")} <span class="mono" title="${m.signedBy}">${m.signedBy.slice(-16)}</span>`;
 }
 
 export function renderReleasesPage(ctx: PageContext, d: ReleasesPageData): Html {
@@ -372,7 +377,7 @@ export function renderReleasesPage(ctx: PageContext, d: ReleasesPageData): Html 
       <td>${m.id}</td><td><strong>${m.version}</strong></td><td class="num">${m.files.length}</td>
       <td class="num">${formatBytes(m.files.reduce((n, f) => n + f.size, 0))}</td>
       <td>${timeAgo(m.committedAt, ctx.now)}</td>
-      <td>${m.devSigned ? badge("warn", "development keys") : badge("ok", "release keys")}</td>
+      <td>${signedBy(m)}</td>
       <td>${on.length ? on.map((c) => html`<a href="${rolloutHref({ image: m.id, channel: c, version: m.version })}">${c}</a> `) : html`<span class="muted">–</span>`}</td>
       <td><form method="post" action="${path("ui", "releases", m.id, m.version, "promote")}" class="filters">${csrfField(ctx)}
         <label>Channel <input type="text" name="channel" value="stable" list="channels" required size="8"></label>

@@ -273,7 +273,11 @@ describe("dashboard actions", () => {
     const s = await server();
     await s.release("demo", "3.0");
     const c = await signedIn(s);
-    expect((await c.get("/ui/releases")).body).toContain('data-version="3.0"');
+    const page = (await c.get("/ui/releases")).body;
+    expect(page).toContain('data-version="3.0"');
+    // Which key signed its indexes (the last 16 digits of the fingerprint, the whole on hover).
+    const fingerprint = (await s.fleet.db.release("demo", "3.0"))?.signingKey as string;
+    expect(page).toContain(`<span class="mono" title="${fingerprint}">${fingerprint.slice(-16)}</span>`);
     const promoted = await c.post("/ui/releases/demo/3.0/promote", { channel: "beta", percent: "20", steps: "20,100", stepSeconds: "3600" });
     expect(promoted.headers.location).toBe("/ui/rollouts/demo/beta/3.0");
     expect((await c.follow(promoted)).body).toContain("demo 3.0 offered on beta to 20% of its devices.");

@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { buildAppliance } from "../../../src/build/build.js";
 import { loadAppliance } from "../../../src/definition/load.js";
 import { ensureLoginKey } from "../../../src/keys/login-key.js";
+import { withLock } from "../../../src/process/lock.js";
 import { createReporter } from "../../../src/report/reporter.js";
 
 export const E2E_ROOT = resolve(import.meta.dirname, "..");
@@ -58,15 +59,17 @@ async function buildUnlessReusable(dir: string, image: string, run: string): Pro
  */
 export async function prepareImage(name: string, source: string, run: string): Promise<BuiltImage> {
   const dir = join(workDir(), "appliances", name);
-  mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
-  refreshDefinition(dir);
-  cpSync(source, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !/\/(out|keys)$/.test(src) });
-  const identity = join(dir, "keys", "login_ed25519");
-  ensureLoginKey(identity, `basalt-e2e-${name}`);
-  const { appliance } = loadAppliance(dir);
-  const image = join(dir, "out", appliance.version, `${appliance.id}_${appliance.version}.raw`);
-  const buildSeconds = await buildUnlessReusable(dir, image, run);
-  return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds, run };
+  return whileAlone(dir, async () => {
+    mkdirSync(join(dir, "keys"), { recursive: true, mode: 0o700 });
+    refreshDefinition(dir);
+    cpSync(source, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !/\/(out|keys)$/.test(src) });
+    const identity = join(dir, "keys", "login_ed25519");
+    ensureLoginKey(identity, `basalt-e2e-${name}`);
+    const { appliance } = loadAppliance(dir);
+    const image = join(dir, "out", appliance.version, `${appliance.id}_${appliance.version}.raw`);
+    const buildSeconds = await buildUnlessReusable(dir, image, run);
+    return { name, dir, image, id: appliance.id, version: appliance.version, user: appliance.user.name, identity, buildSeconds, run };
+  });
 }
 
 /**
@@ -75,12 +78,22 @@ export async function prepareImage(name: string, source: string, run: string): P
  */
 export async function prepareVersion(base: BuiltImage, name: string, version: string, extra = ""): Promise<BuiltImage> {
   const dir = join(workDir(), "appliances", name);
-  mkdirSync(dir, { recursive: true });
-  refreshDefinition(dir);
-  cpSync(base.dir, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.startsWith(join(base.dir, "out")) });
-  const toml = readFileSync(join(base.dir, "appliance.toml"), "utf8").replace(/^version = ".*"$/m, `version = "${version}"`);
-  writeFileSync(join(dir, "appliance.toml"), `${toml}\n${extra}`);
-  const image = join(dir, "out", version, `${base.id}_${version}.raw`);
-  const buildSeconds = await buildUnlessReusable(dir, image, base.run);
-  return { ...base, name, dir, image, version, buildSeconds };
+  return whileAlone(dir, async () => {
+    mkdirSync(dir, { recursive: true });
+    refreshDefinition(dir);
+    cpSync(base.dir, dir, { recursive: true, verbatimSymlinks: true, filter: (src) => !src.startsWith(join(base.dir, "out")) });
+    const toml = readFileSync(join(base.dir, "appliance.toml"), "utf8").replace(/^version = ".*"$/m, `version = "${version}"`);
+    writeFileSync(join(dir, "appliance.toml"), `${toml}\n${extra}`);
+    const image = join(dir, "out", version, `${base.id}_${version}.raw`);
+    const buildSeconds = await buildUnlessReusable(dir, image, base.run);
+    return { ...base, name, dir, image, version, buildSeconds };
+  });
+}
+
+/**
+ * Runs `fn` while no other process of the suite works on `path` (the VM suite runs in lanes, one
+ * process each: two may ask for the same image, snapshot or release at once; the second reuses it).
+ */
+export function whileAlone<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  return withLock(`${path}.e2e`, fn, { onLost: (e) => console.warn(`e2e: lost the lock on ${path}: ${e.message}`) });
 }

@@ -8,7 +8,7 @@ import { createReporter } from "../../../src/report/reporter.js";
 import { type CreateOptions, Vm } from "../../../src/vm/machine.js";
 import type { ExecResult, SshSession } from "../../../src/vm/ssh.js";
 import { ensureVmTools, type VmTools } from "../../../src/vm/tools.js";
-import { type BuiltImage, workDir } from "./image.js";
+import { type BuiltImage, whileAlone, workDir } from "./image.js";
 import { poll } from "./poll.js";
 
 /** Under TCG a boot to SSH takes about a minute; this leaves room for a loaded CI machine. */
@@ -73,26 +73,28 @@ export class Scenario {
     return { vm, ssh };
   }
 
-  private async bootedSnapshot(image: BuiltImage): Promise<string> {
+  private bootedSnapshot(image: BuiltImage): Promise<string> {
     const dir = join(workDir(), "snapshots", image.name);
-    const stamp = join(dir, "stamp.json");
-    const want = JSON.stringify({
-      image: image.image,
-      built: statSync(image.image).mtimeMs,
-      ...(process.env.BASALT_E2E_REUSE === "1" ? {} : { run: image.run }),
+    return whileAlone(dir, async () => {
+      const stamp = join(dir, "stamp.json");
+      const want = JSON.stringify({
+        image: image.image,
+        built: statSync(image.image).mtimeMs,
+        ...(process.env.BASALT_E2E_REUSE === "1" ? {} : { run: image.run }),
+      });
+      if (existsSync(stamp) && readFileSync(stamp, "utf8") === want) return dir;
+      rmSync(dir, { recursive: true, force: true });
+      const vm = await this.create(`first-boot-of-${image.name}`, image);
+      await this.step(`first boot of ${image.name}, saved for every scenario that continues it`, async () => {
+        await vm.start();
+        const ssh = await vm.waitForSsh(BOOT_TIMEOUT_MS);
+        await waitBlessed(ssh, "good");
+        ssh.close();
+        await vm.saveState(dir);
+      });
+      writeFileSync(stamp, want);
+      return dir;
     });
-    if (existsSync(stamp) && readFileSync(stamp, "utf8") === want) return dir;
-    rmSync(dir, { recursive: true, force: true });
-    const vm = await this.create(`first-boot-of-${image.name}`, image);
-    await this.step(`first boot of ${image.name}, saved for every scenario that continues it`, async () => {
-      await vm.start();
-      const ssh = await vm.waitForSsh(BOOT_TIMEOUT_MS);
-      await waitBlessed(ssh, "good");
-      ssh.close();
-      await vm.saveState(dir);
-    });
-    writeFileSync(stamp, want);
-    return dir;
   }
 
   /** A fresh VM on its own overlay of `image`, started. */
@@ -132,8 +134,8 @@ export class Scenario {
 }
 
 /** Runs a command in the guest and returns its stdout; a non-zero exit is an error with its output. */
-export async function sh(ssh: SshSession, command: string): Promise<string> {
-  const r = await ssh.exec(command);
+export async function sh(ssh: SshSession, command: string, timeoutMs?: number): Promise<string> {
+  const r = await ssh.exec(command, timeoutMs);
   if (r.code !== 0) throw new Error(`\`${command}\` exited ${r.code}: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout.trim();
 }

@@ -11,10 +11,9 @@ import { REPORT_CREDENTIAL } from "../../../../src/features/report.js";
 import type { Device } from "../../../../src/fleet/inventory.js";
 import { rolloutBucket } from "../../../../src/fleet/rollout.js";
 import type { SshSession } from "../../../../src/vm/ssh.js";
-import { prepareVersion } from "../../harness/image.js";
 import { poll } from "../../harness/poll.js";
 import { BOOT_TIMEOUT_MS, reboot, Scenario, sh, waitBlessed } from "../../harness/scenario.js";
-import { imageVersion, OPERATOR_TOKEN, serveRelease, ukis } from "../../harness/updates.js";
+import { imageVersion, OPERATOR_TOKEN, prepareV2, serveRelease, ukis } from "../../harness/updates.js";
 
 const shared = inject("sharedImage");
 const s = new Scenario("fleet");
@@ -30,11 +29,11 @@ function uuidFor(inRollout: boolean, percent: number): string {
 }
 
 /** The stock timer's run: the service, not the binary, so the report after it fires too. */
-const runSysupdate = (ssh: SshSession) => sh(ssh, "sudo -n systemctl start --wait systemd-sysupdate.service");
+const runSysupdate = (ssh: SshSession) => sh(ssh, "sudo -n systemctl start --wait systemd-sysupdate.service", 600_000);
 
 it("rolls v2 out to half of a two-device fleet, then to all, with both in the inventory", async () => {
-  const v2 = await s.step("build v2", () => prepareVersion(shared, "update-v2", "2.0"));
-  const srv = await serveRelease(s, shared, v2, { rollout: { percent: 50 }, bucket: true });
+  const v2 = await s.step("build v2", () => prepareV2(shared));
+  const srv = await serveRelease(s, v2, { rollout: { percent: 50 }, bucket: true });
   const uuids = { in: uuidFor(true, 50), out: uuidFor(false, 50) };
   const credentials = (uuid: string) => ({ [REPORT_CREDENTIAL]: srv.tokenFor(shared.id, machineOf(uuid)) });
   const vmIn = await s.create("in", shared, { uuid: uuids.in, credentials: credentials(uuids.in) });
