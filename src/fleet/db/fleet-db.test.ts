@@ -30,20 +30,27 @@ describe.each(engines)("FleetDb on %s", (backend) => {
     return d;
   }
 
-  it("applies concurrent changes of one device one after the other: each sees the one before", async () => {
+  it("applies concurrent changes of one device one after the other, from its first sighting on: each sees the one before", async () => {
     const d = await db();
-    // Read, wait (as a request would between its statements), write: without the row lock on
-    // PostgreSQL, or with SQLite's transactions interleaved, increments would be lost.
+    // Read, then write: without the row lock on PostgreSQL, or with SQLite's transactions
+    // interleaved, increments would be lost. A row lock guards only a row that exists: when the
+    // first sightings of a device arrive together, each must still see the one before (several
+    // devices, so that a lost first sighting shows reliably).
+    const machines = Array.from({ length: 6 }, (_, k) => `${k}`.repeat(32));
     await Promise.all(
-      Array.from({ length: 40 }, (_, i) =>
-        d.updateDevice("demo", MACHINE, (prev) => {
-          const next = prev ? { ...prev, reboots: prev.reboots + 1, lastSeen: i } : device(i);
-          return { device: next, events: [{ kind: "seen", at: i, version: "1.0" }] };
-        }),
+      machines.flatMap((m) =>
+        Array.from({ length: 40 }, (_, i) =>
+          d.updateDevice("demo", m, (prev) => {
+            const next = prev ? { ...prev, reboots: prev.reboots + 1, lastSeen: i } : { ...device(i), machine: m };
+            return { device: next, events: [{ kind: "seen", at: i, version: "1.0" }] };
+          }),
+        ),
       ),
     );
-    expect((await d.device("demo", MACHINE))?.reboots).toBe(39);
-    expect((await d.events({ image: "demo", machine: MACHINE, limit: 100 })).length).toBe(40);
+    for (const m of machines) {
+      expect((await d.device("demo", m))?.reboots, m).toBe(39);
+      expect((await d.events({ image: "demo", machine: m, limit: 100 })).length).toBe(40);
+    }
   });
 
   // The main connection never checkpoints (its fsyncs would stop the event loop): the database

@@ -583,14 +583,29 @@ export class FleetDb {
 
   private async changeDevice(image: string, machine: string, change: (prev: Device | undefined) => Change | undefined): Promise<Change | undefined> {
     return this.transaction(async (tx) => {
-      const row = await this.lockForUpdate(tx.selectFrom("devices").selectAll().where("image", "=", image).where("machine", "=", machine)).executeTakeFirst();
-      const out = change(row ? deviceFromRow(row) : undefined);
+      const current = async () => {
+        const row = await this.lockForUpdate(tx.selectFrom("devices").selectAll().where("image", "=", image).where("machine", "=", machine)).executeTakeFirst();
+        return row ? deviceFromRow(row) : undefined;
+      };
+      const update = (d: Device) => tx.updateTable("devices").set(deviceValues(d)).where("image", "=", image).where("machine", "=", machine).execute();
+      const prev = await current();
+      let out = change(prev);
       if (!out) return undefined;
-      await tx
-        .insertInto("devices")
-        .values(deviceToRow(out.device))
-        .onConflict((oc) => oc.columns(["image", "machine"]).doUpdateSet(deviceValues(out.device)))
-        .execute();
+      if (prev) await update(out.device);
+      else {
+        // The row lock guards only a row that exists. Of two first sightings at once, one inserts;
+        // the other's insert waits for it to commit, finds the row, and applies its change to it.
+        const inserted = await tx
+          .insertInto("devices")
+          .values(deviceToRow(out.device))
+          .onConflict((oc) => oc.columns(["image", "machine"]).doNothing())
+          .executeTakeFirst();
+        if (Number(inserted.numInsertedOrUpdatedRows ?? 0) === 0) {
+          out = change(await current());
+          if (!out) return undefined;
+          await update(out.device);
+        }
+      }
       if (out.events.length)
         await tx
           .insertInto("device_events")
