@@ -35,8 +35,8 @@ const args = process.argv.slice(2);
 const mode = process.env.BASALT_E2E_LANES || (availableParallelism() >= 4 ? "parallel" : "serial");
 if (mode !== "parallel" && mode !== "serial") throw new Error(`BASALT_E2E_LANES: expected parallel or serial, not ${mode}`);
 const lanes = args.length || mode === "serial" ? { all: args.length ? args : Object.values(LANES).flat() } : LANES;
-console.log(`e2e: ${Object.keys(lanes).length > 1 ? `${Object.keys(lanes).length} lanes side by side` : "one lane"} (${availableParallelism()} cores)`);
 const names = Object.keys(lanes);
+console.log(`e2e: ${names.length > 1 ? `${names.length} lanes side by side` : "one lane"} (${availableParallelism()} cores)`);
 const width = Math.max(...names.map((n) => n.length));
 const results = await Promise.all(
   Object.entries(lanes).map(async ([lane, scenarios]) => {

@@ -36,6 +36,12 @@ function parseCredentials(list: string[]): Record<string, string> {
   return out;
 }
 
+/** The VM's firmware, as `vm start` and `vm status` show it. */
+function firmwareOf(vm: Vm): string {
+  const sb = vm.config.secureBoot;
+  return sb ? `UEFI with Secure Boot (started ${sb === "setup" ? "in setup mode" : "with vendor keys"})` : "UEFI";
+}
+
 /** Follows the serial log onto stdout from byte `from` until `stop` is called. */
 function followConsole(file: string, from: number): () => void {
   let pos = from;
@@ -151,7 +157,7 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
       if (o.json) process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
       else
         process.stderr.write(
-          `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""}${machine.config.secureBoot ? `, Secure Boot firmware, ${machine.config.secureBoot === "setup" ? "setup mode" : "vendor keys"}` : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
+          `${pc.green("started")} ${machine.dir} (${rt.accel}${rt.accel === "tcg" ? ", no usable KVM: slower" : ""}${machine.config.secureBoot ? `, ${firmwareOf(machine)}` : ""})\n  ssh:     basalt vm ssh ${machine.dir}\n  console: ${machine.serialLog}\n`,
         );
       if (o.detach) return;
       const stopFollow = o.console ? followConsole(machine.serialLog, mark) : () => {};
@@ -228,7 +234,7 @@ export function registerVmCommands(program: CommandUnknownOpts): void {
       if (o.json) process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
       else
         process.stdout.write(
-          `${machine.dir}: ${status.running ? pc.green("running") : "stopped"}\n  image:    ${status.image}\n  uuid:     ${status.uuid}\n  firmware: ${status.secureBoot ? `UEFI with Secure Boot (started ${status.secureBoot === "setup" ? "in setup mode" : "with vendor keys"})` : "UEFI"}\n  ssh:      127.0.0.1:${machine.sshPort} as ${status.user}\n`,
+          `${machine.dir}: ${status.running ? pc.green("running") : "stopped"}\n  image:    ${status.image}\n  uuid:     ${status.uuid}\n  firmware: ${firmwareOf(machine)}\n  ssh:      127.0.0.1:${machine.sshPort} as ${status.user}\n`,
         );
     });
 }

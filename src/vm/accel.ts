@@ -5,7 +5,7 @@ import { release } from "node:os";
 import { join } from "node:path";
 import { spawnDaemon } from "../process/run.js";
 import { cacheDir } from "../toolchain/paths.js";
-import type { VmTools } from "./tools.js";
+import { firmwareArgv, type VmTools } from "./tools.js";
 
 export type Accel = "kvm" | "tcg";
 
@@ -44,9 +44,7 @@ async function kvmBootsFirmware(tools: VmTools, dir: string, smm: boolean): Prom
     [
       ...tools.prefix,
       "qemu-system-x86_64",
-      "-machine",
-      `q35,smm=${smm ? "on" : "off"}`,
-      ...(smm ? ["-global", "driver=cfi.pflash01,property=secure,value=on"] : []),
+      ...firmwareArgv(tools, smm),
       "-accel",
       "kvm",
       "-cpu",
@@ -56,8 +54,6 @@ async function kvmBootsFirmware(tools: VmTools, dir: string, smm: boolean): Prom
       "-nodefaults",
       "-display",
       "none",
-      "-drive",
-      `if=pflash,format=raw,readonly=on,file=${smm ? tools.secureBootCode : tools.firmwareCode}`,
       "-drive",
       `if=pflash,format=raw,file=${vars}`,
       "-serial",

@@ -10,7 +10,7 @@ import { type Daemon, isAlive, killGroup, run, spawnDaemon } from "../process/ru
 import { type Accel, detectAccel } from "./accel.js";
 import { Qmp } from "./qmp.js";
 import { SshSession as Ssh, type SshSession } from "./ssh.js";
-import type { VmTools } from "./tools.js";
+import { firmwareArgv, type VmTools } from "./tools.js";
 
 export interface VmConfig {
   image: string;
@@ -262,13 +262,9 @@ export class Vm {
     const fwd = Object.entries(c.forwards)
       .map(([guest, host]) => `hostfwd=tcp:127.0.0.1:${host}-:${guest}`)
       .join(",");
-    // Secure Boot's variables are guarded by SMM: only firmware code running in it may write them.
-    const secure = c.secureBoot
-      ? ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1"]
-      : ["-machine", "q35,smm=off"];
     return [
       "qemu-system-x86_64",
-      ...secure,
+      ...firmwareArgv(this.tools, Boolean(c.secureBoot)),
       "-accel",
       accel,
       ...(accel === "kvm" ? ["-cpu", "host"] : ["-cpu", "max"]),
@@ -282,8 +278,6 @@ export class Vm {
       // A VGA device gives the guest its tty1 (the info screen lives there).
       "-vga",
       "std",
-      "-drive",
-      `if=pflash,format=raw,readonly=on,file=${c.secureBoot ? this.tools.secureBootCode : this.tools.firmwareCode}`,
       "-drive",
       `if=pflash,format=raw,file=${join(this.dir, "efivars.fd")}`,
       "-smbios",

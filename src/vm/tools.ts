@@ -37,3 +37,17 @@ export async function ensureVmTools(reporter: Reporter): Promise<VmTools> {
   }
   return { toolsTree, prefix: sandboxArgv(mkosi, toolsTree), env: mkosi.env, firmwareCode, firmwareVars, secureBootCode, vendorVars };
 }
+
+/**
+ * QEMU's machine and firmware options: plain OVMF, or OVMF with Secure Boot, whose variables are
+ * guarded by SMM (only firmware code running in it may write them).
+ */
+export function firmwareArgv(tools: VmTools, secureBoot: boolean): string[] {
+  return [
+    "-machine",
+    `q35,smm=${secureBoot ? "on" : "off"}`,
+    ...(secureBoot ? ["-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1"] : []),
+    "-drive",
+    `if=pflash,format=raw,readonly=on,file=${secureBoot ? tools.secureBootCode : tools.firmwareCode}`,
+  ];
+}
